@@ -1,0 +1,44 @@
+# Thin wrapper over CMake/CTest. `make test` is what CI runs.
+BUILD       ?= build
+JOBS        ?= $(shell nproc)
+CMAKE_FLAGS ?=
+CTEST_FLAGS ?= --output-on-failure
+
+.PHONY: all setup build test test-unit test-sanitize test-tsan fuzz demo bench clean
+
+all: build
+
+setup:
+	@bash scripts/setup.sh
+
+build: setup
+	cmake -S . -B $(BUILD) $(CMAKE_FLAGS) >/dev/null
+	cmake --build $(BUILD) -j $(JOBS)
+
+# Every test: ASan+UBSan and TSan builds of the suite, a short libFuzzer run of every fuzz
+# target, then the normal build's suite.
+# The normal build's CTest runs last, so its summary line closes the output.
+test: build
+	$(MAKE) --no-print-directory test-sanitize test-tsan fuzz
+	cd $(BUILD) && ctest $(CTEST_FLAGS) -j $(JOBS)
+
+test-unit: build
+	cd $(BUILD) && ctest $(CTEST_FLAGS) -L unit
+
+test-sanitize: setup
+	cmake -S . -B build-asan -DK2P_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
+	cmake --build build-asan -j $(JOBS)
+	cd build-asan && ctest $(CTEST_FLAGS) -j $(JOBS)
+
+test-tsan: setup
+	cmake -S . -B build-tsan -DK2P_TSAN=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
+	cmake --build build-tsan -j $(JOBS)
+	cd build-tsan && ctest $(CTEST_FLAGS) -j $(JOBS)
+
+fuzz: setup
+	CC=clang cmake -S . -B build-fuzz -DK2P_FUZZ=ON -DK2P_INTEGRATION=OFF -DCMAKE_BUILD_TYPE=Debug >/dev/null
+	cmake --build build-fuzz -j $(JOBS)
+	cd build-fuzz && ctest $(CTEST_FLAGS) -L fuzz
+
+clean:
+	rm -rf build build-asan build-tsan build-fuzz

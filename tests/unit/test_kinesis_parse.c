@@ -1,0 +1,225 @@
+/* test_kinesis_parse.c - Kinesis response parsing, error classification and backoff.
+ * Threading: single-threaded.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "kinesis2pg/kinesis_client.h"
+
+#define SEQ1 "49590090892384844848932323827878787270000000000000000001"
+#define SEQ2 "49590090892384844848932323827878787270000000000000000002"
+
+static void test_get_records_full(void **state)
+{
+    const char *body =
+        "{\"Records\":[{\"SequenceNumber\":\"" SEQ1 "\",\"ApproximateArrivalTimestamp\":"
+        "1732123456.789,\"Data\":\"eyJhIjoxfQ==\",\"PartitionKey\":\"user-1\"},"
+        "{\"SequenceNumber\":\"" SEQ2 "\",\"ApproximateArrivalTimestamp\":1.732123457E9,"
+        "\"Data\":\"AAH/\",\"PartitionKey\":\"k\\u00e9\"}],"
+        "\"NextShardIterator\":\"AAAAiter\",\"MillisBehindLatest\":1234}";
+    k2p_records r;
+    k2p_err err;
+    (void)state;
+    k2p_records_init(&r);
+    assert_int_equal(k2p_kinesis_parse_get_records(body, strlen(body), &r, &err), 0);
+    assert_int_equal(r.n, 2);
+    assert_string_equal(r.recs[0].seq, SEQ1);
+    assert_int_equal(r.recs[0].seq_len, strlen(SEQ1));
+    assert_string_equal(r.recs[0].pkey, "user-1");
+    assert_int_equal(r.recs[0].data_len, 7);
+    assert_memory_equal(r.recs[0].data, "{\"a\":1}", 7);
+    assert_int_equal(r.recs[0].arrival_us, 1732123456789000LL);
+    assert_int_equal(r.recs[1].arrival_us, 1732123457000000LL);
+    assert_int_equal(r.recs[1].data_len, 3);
+    assert_memory_equal(r.recs[1].data, "\x00\x01\xff", 3);
+    assert_string_equal(r.recs[1].pkey, "k\xc3\xa9");
+    assert_string_equal(r.next_iterator, "AAAAiter");
+    assert_int_equal(r.millis_behind, 1234);
+    assert_int_equal(r.data_bytes, 10);
+    assert_int_equal(r.n_children, 0);
+    /* Reuse: a second parse resets everything. */
+    body = "{\"Records\":[],\"MillisBehindLatest\":0}";
+    assert_int_equal(k2p_kinesis_parse_get_records(body, strlen(body), &r, &err), 0);
+    assert_int_equal(r.n, 0);
+    assert_null(r.next_iterator); /* closed shard, fully read */
+    assert_int_equal(r.millis_behind, 0);
+    k2p_records_deinit(&r);
+}
+
+static void test_get_records_child_shards(void **state)
+{
+    const char *body =
+        "{\"Records\":[],\"MillisBehindLatest\":0,\"ChildShards\":["
+        "{\"ShardId\":\"shardId-000000000002\",\"ParentShards\":[\"shardId-000000000000\"],"
+        "\"HashKeyRange\":{\"StartingHashKey\":\"0\",\"EndingHashKey\":\"5\"}},"
+        "{\"ShardId\":\"shardId-000000000003\",\"ParentShards\":[\"shardId-000000000000\","
+        "\"shardId-000000000001\"]}]}";
+    k2p_records r;
+    k2p_err err;
+    (void)state;
+    k2p_records_init(&r);
+    assert_int_equal(k2p_kinesis_parse_get_records(body, strlen(body), &r, &err), 0);
+    assert_int_equal(r.n_children, 2);
+    assert_string_equal(r.children[0].shard_id, "shardId-000000000002");
+    assert_int_equal(r.children[0].n_parents, 1);
+    assert_int_equal(r.children[1].n_parents, 2);
+    assert_string_equal(r.children[1].parents[1], "shardId-000000000001");
+    k2p_records_deinit(&r);
+}
+
+static void test_get_records_malformed(void **state)
+{
+    static const char *const bad[] = {
+        "",
+        "{",
+        "[]",
+        "null",
+        "{\"Records\":{}}",
+        "{\"Records\":[{\"SequenceNumber\":\"" SEQ1 "\",\"PartitionKey\":\"k\"}]}",
+        "{\"Records\":[{\"SequenceNumber\":\"" SEQ1 "\",\"Data\":\"@@@@\",\"PartitionKey\":\"k\"}]}",
+        "{\"Records\":[{\"SequenceNumber\":\"0123\",\"Data\":\"\",\"PartitionKey\":\"k\"}]}",
+        "{\"Records\":[{\"SequenceNumber\":12,\"Data\":\"\",\"PartitionKey\":\"k\"}]}",
+        "{\"Records\":[{\"SequenceNumber\":\"1\",\"Data\":\"\",\"PartitionKey\":\"k\","
+        "\"ApproximateArrivalTimestamp\":\"x\"}]}",
+        "{\"Records\":[],\"ChildShards\":[{\"ParentShards\":[]}]}",
+        "{\"Records\":[],\"ChildShards\":[{\"ShardId\":\"s\",\"ParentShards\":[\"a\",\"b\",\"c\"]}]}",
+        /* Truncated in the middle of a record. */
+        "{\"Records\":[{\"SequenceNumber\":\"" SEQ1 "\",\"Data\":\"eyJh",
+    };
+    k2p_records r;
+    k2p_err err;
+    (void)state;
+    k2p_records_init(&r);
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        int rc = k2p_kinesis_parse_get_records(bad[i], strlen(bad[i]), &r, &err);
+        if (rc != K2P_EPARSE)
+            fail_msg("case %zu: rc %d", i, rc);
+        assert_non_null(strstr(err.msg, "malformed"));
+    }
+    k2p_records_deinit(&r);
+}
+
+static void test_list_shards(void **state)
+{
+    const char *body =
+        "{\"Shards\":[{\"ShardId\":\"shardId-000000000000\",\"HashKeyRange\":{"
+        "\"StartingHashKey\":\"0\",\"EndingHashKey\":\"170141183460469231731687303715884105727\"},"
+        "\"SequenceNumberRange\":{\"StartingSequenceNumber\":\"" SEQ1 "\","
+        "\"EndingSequenceNumber\":\"" SEQ2 "\"}},"
+        "{\"ShardId\":\"shardId-000000000002\",\"ParentShardId\":\"shardId-000000000000\","
+        "\"AdjacentParentShardId\":\"shardId-000000000001\",\"SequenceNumberRange\":{"
+        "\"StartingSequenceNumber\":\"" SEQ2 "\"}}],\"NextToken\":\"next-page\"}";
+    k2p_shard_list l = {0};
+    char *tok = NULL;
+    k2p_err err;
+    (void)state;
+    assert_int_equal(k2p_kinesis_parse_list_shards(body, strlen(body), &l, &tok, &err), 0);
+    assert_int_equal(l.n, 2);
+    assert_string_equal(tok, "next-page");
+    assert_string_equal(l.shards[0].ending_seq, SEQ2);
+    assert_null(l.shards[0].parent_shard_id);
+    assert_string_equal(l.shards[1].parent_shard_id, "shardId-000000000000");
+    assert_string_equal(l.shards[1].adjacent_parent_shard_id, "shardId-000000000001");
+    assert_null(l.shards[1].ending_seq);
+    free(tok);
+    /* A second page appends; no NextToken means last page. */
+    body = "{\"Shards\":[{\"ShardId\":\"shardId-000000000003\"}]}";
+    assert_int_equal(k2p_kinesis_parse_list_shards(body, strlen(body), &l, &tok, &err), 0);
+    assert_int_equal(l.n, 3);
+    assert_null(tok);
+    assert_int_equal(k2p_kinesis_parse_list_shards("{\"Shards\":[{}]}", 15, &l, &tok, &err),
+                     K2P_EPARSE);
+    assert_int_equal(k2p_kinesis_parse_list_shards("<html>", 6, &l, &tok, &err), K2P_EPARSE);
+    k2p_shard_list_deinit(&l);
+}
+
+static void test_classify(void **state)
+{
+    struct {
+        long status;
+        const char *body;
+        int code;
+        const char *type;
+    } cases[] = {
+        {400, "{\"__type\":\"ProvisionedThroughputExceededException\",\"message\":\"Rate exceeded\"}",
+         K2P_ETHROTTLED, "ProvisionedThroughputExceededException"},
+        {400, "{\"__type\":\"com.amazonaws.kinesis.v20131202#LimitExceededException\"}",
+         K2P_ETHROTTLED, "LimitExceededException"},
+        {400, "{\"__type\":\"KMSThrottlingException\",\"Message\":\"slow down\"}", K2P_ETHROTTLED,
+         "KMSThrottlingException"},
+        {400, "{\"__type\":\"ExpiredIteratorException\",\"message\":\"Iterator expired\"}",
+         K2P_EEXPIRED, "ExpiredIteratorException"},
+        {400, "{\"__type\":\"ResourceNotFoundException\",\"message\":\"Stream x not found\"}",
+         K2P_ENOTFOUND, "ResourceNotFoundException"},
+        {400, "{\"__type\":\"AccessDeniedException\"}", K2P_EAUTH, "AccessDeniedException"},
+        {400, "{\"__type\":\"UnrecognizedClientException\"}", K2P_EAUTH,
+         "UnrecognizedClientException"},
+        {400, "{\"__type\":\"ValidationException\"}", K2P_EFATAL, "ValidationException"},
+        {400, "{\"__type\":\"InvalidArgumentException\"}", K2P_EFATAL, "InvalidArgumentException"},
+        {500, "{\"__type\":\"InternalFailure\"}", K2P_ERETRY, "InternalFailure"},
+        {503, "<html>unavailable</html>", K2P_ERETRY, ""},
+        {502, "", K2P_ERETRY, ""},
+        {429, "", K2P_ETHROTTLED, ""},
+        {404, "<html>nope</html>", K2P_EFATAL, ""},
+        {400, "{\"__type\":\"SomethingNew\"}", K2P_EFATAL, "SomethingNew"},
+        {500, "{\"__type\":\"SomethingNew\"}", K2P_ERETRY, "SomethingNew"},
+    };
+    (void)state;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        k2p_err err = {0};
+        int rc = k2p_kinesis_classify_error(cases[i].status, cases[i].body,
+                                            strlen(cases[i].body), &err);
+        if (rc != cases[i].code)
+            fail_msg("case %zu: got %d want %d", i, rc, cases[i].code);
+        assert_int_equal(err.code, rc);
+        assert_string_equal(err.aws_type, cases[i].type);
+        assert_int_equal(err.http_status, cases[i].status);
+    }
+    {
+        k2p_err err = {0};
+        const char *b = "{\"__type\":\"ExpiredIteratorException\",\"message\":\"Iterator expired\"}";
+        k2p_kinesis_classify_error(400, b, strlen(b), &err);
+        assert_non_null(strstr(err.msg, "Iterator expired")); /* AWS message kept */
+    }
+}
+
+static void test_backoff_full_jitter(void **state)
+{
+    uint64_t rng = 12345;
+    int64_t max_seen = 0;
+    (void)state;
+    for (int i = 0; i < 1000; i++) {
+        int64_t d = k2p_backoff_ms(0, 100, 5000, &rng);
+        assert_true(d >= 0 && d <= 100);
+    }
+    for (int i = 0; i < 1000; i++) {
+        int64_t d = k2p_backoff_ms(3, 100, 5000, &rng);
+        assert_true(d >= 0 && d <= 800);
+        if (d > max_seen)
+            max_seen = d;
+    }
+    assert_true(max_seen > 400); /* really spread over the range */
+    for (int i = 0; i < 1000; i++) {
+        int64_t d = k2p_backoff_ms(40, 100, 5000, &rng);
+        assert_true(d >= 0 && d <= 5000);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_get_records_full),
+        cmocka_unit_test(test_get_records_child_shards),
+        cmocka_unit_test(test_get_records_malformed),
+        cmocka_unit_test(test_list_shards),
+        cmocka_unit_test(test_classify),
+        cmocka_unit_test(test_backoff_full_jitter),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
