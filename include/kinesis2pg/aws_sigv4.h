@@ -48,7 +48,21 @@ typedef struct k2p_sigv4_out {
  * The canonical URI is `req->path` normalised as the S3-less services require (double-encoded
  * path segments, "." and ".." removed); the query is sorted and re-encoded.
  * When creds->session_token is set, "x-amz-security-token" is a signed header, and the caller
- * must send it. Returns 0, K2P_EINVAL (missing field) or K2P_ENOMEM. */
+ * must send it. Returns 0, K2P_EINVAL (missing field) or K2P_ENOMEM.
+ * In detail:
+ *  - Path: empty and "." segments are dropped, ".." drops the segment before it, a trailing '/'
+ *    is kept; each segment is then percent-encoded as given (RFC 3986 unreserved characters
+ *    kept), so the wire path "/a%20b" signs as "/a%2520b", as AWS expects of non-S3 services.
+ *  - Query: split on '&' (empty parts skipped), each key and value percent-decoded then
+ *    re-encoded ('+' and a '%' without two hex digits are literal characters), sorted by key
+ *    then value; a parameter without '=' has an empty value.
+ *  - Headers: names compared case-insensitively and lower-cased; names and values trimmed, runs
+ *    of white space in values (including CR/LF of a folded line) become one space; repeated
+ *    names are joined with ',' in the caller's order. Every header given is signed, except
+ *    X-Amz-Date, X-Amz-Security-Token and Authorization, which the signer owns and ignores.
+ *  - `out` is overwritten (deinit it first when reusing it). On failure it holds nothing to free
+ *    and `err` (may be NULL) says why, without any key material.
+ * Thread: any; reentrant. */
 int k2p_sigv4_sign(const k2p_sigv4_request *req, const k2p_sigv4_creds *creds,
                    const char *region, const char *service, time_t now, k2p_sigv4_out *out,
                    k2p_err *err);
