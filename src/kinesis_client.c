@@ -36,7 +36,7 @@ struct k2p_kinesis {
     k2p_buf resp;
     char curl_errbuf[CURL_ERROR_SIZE];
     uint64_t rng;
-    const volatile int *cancel;
+    const atomic_bool *cancel;
     k2p_kinesis_stats stats;
 };
 
@@ -185,7 +185,7 @@ const k2p_kinesis_stats *k2p_kinesis_get_stats(const k2p_kinesis *k)
     return &k->stats;
 }
 
-void k2p_kinesis_set_cancel_flag(k2p_kinesis *k, const volatile int *flag)
+void k2p_kinesis_set_cancel_flag(k2p_kinesis *k, const atomic_bool *flag)
 {
     k->cancel = flag;
 }
@@ -195,7 +195,7 @@ void k2p_kinesis_set_cancel_flag(k2p_kinesis *k, const volatile int *flag)
 /* Sleeps ms milliseconds in short steps, returning early when the cancel flag is raised. */
 static void sleep_cancellable(k2p_kinesis *k, int64_t ms)
 {
-    while (ms > 0 && !(k->cancel && *k->cancel)) {
+    while (ms > 0 && !(k->cancel && atomic_load(k->cancel))) {
         int64_t step = ms > 50 ? 50 : ms;
         struct timespec ts = {0, (long)step * 1000000L};
         nanosleep(&ts, NULL);
@@ -347,7 +347,7 @@ static int call(k2p_kinesis *k, const char *op, const char *what, k2p_err *err)
         rc = call_once(k, op, err);
         if (rc != K2P_ETHROTTLED && rc != K2P_ERETRY)
             break;
-        if (k->cancel && *k->cancel)
+        if (k->cancel && atomic_load(k->cancel))
             break;
         if (rc == K2P_ETHROTTLED)
             k->stats.retries_throttled++;

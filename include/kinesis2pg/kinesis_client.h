@@ -14,6 +14,7 @@
 #ifndef K2P_KINESIS_CLIENT_H
 #define K2P_KINESIS_CLIENT_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -51,7 +52,7 @@ void k2p_kinesis_free(k2p_kinesis *k);
 const k2p_kinesis_stats *k2p_kinesis_get_stats(const k2p_kinesis *k);
 
 /* Makes the next backoff sleeps return early when *flag becomes true (shutdown). Borrowed. */
-void k2p_kinesis_set_cancel_flag(k2p_kinesis *k, const volatile int *flag);
+void k2p_kinesis_set_cancel_flag(k2p_kinesis *k, const atomic_bool *flag);
 
 /* ---- shards ------------------------------------------------------------------------------ */
 

@@ -1,0 +1,410 @@
+/* pg_state.c - schema setup and the loader's state tables (checkpoints, ledger, runs).
+ *
+ * Threading: each call uses only the connection passed in, on the caller's thread.
+ */
+#include "pg_state.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "kinesis2pg/buf.h"
+#include "kinesis2pg/copy_encode.h"
+
+static const char state_ddl[] =
+    "CREATE SCHEMA IF NOT EXISTS kinesis2pg;\n"
+    "CREATE TABLE IF NOT EXISTS kinesis2pg.checkpoints (\n"
+    "  stream text NOT NULL,\n"
+    "  shard_id text NOT NULL,\n"
+    "  sequence_number numeric,\n"
+    "  start_at timestamptz,\n"
+    "  parent_shard_ids text[] NOT NULL DEFAULT '{}',\n"
+    "  closed boolean NOT NULL DEFAULT false,\n"
+    "  updated_at timestamptz NOT NULL DEFAULT now(),\n"
+    "  PRIMARY KEY (stream, shard_id));\n"
+    "CREATE TABLE IF NOT EXISTS kinesis2pg.ledger (\n"
+    "  stream text NOT NULL,\n"
+    "  shard_id text NOT NULL,\n"
+    "  first_seq numeric NOT NULL,\n"
+    "  last_seq numeric NOT NULL,\n"
+    "  rows integer NOT NULL,\n"
+    "  committed_at timestamptz NOT NULL DEFAULT now());\n"
+    "CREATE INDEX IF NOT EXISTS ledger_stream_shard_idx\n"
+    "  ON kinesis2pg.ledger (stream, shard_id, last_seq);\n"
+    "CREATE TABLE IF NOT EXISTS kinesis2pg.runs (\n"
+    "  id bigserial PRIMARY KEY,\n"
+    "  stream text NOT NULL,\n"
+    "  started_at timestamptz NOT NULL,\n"
+    "  finished_at timestamptz,\n"
+    "  rows bigint NOT NULL DEFAULT 0,\n"
+    "  bytes bigint NOT NULL DEFAULT 0,\n"
+    "  dead_letters bigint NOT NULL DEFAULT 0,\n"
+    "  status text NOT NULL,\n"
+    "  message text);\n"
+    "CREATE INDEX IF NOT EXISTS runs_stream_idx ON kinesis2pg.runs (stream, started_at);\n"
+    "CREATE TABLE IF NOT EXISTS kinesis2pg.dead_letters (\n"
+    "  stream text NOT NULL,\n"
+    "  shard_id text NOT NULL,\n"
+    "  seq_no numeric NOT NULL,\n"
+    "  reason text NOT NULL,\n"
+    "  data bytea,\n"
+    "  at timestamptz NOT NULL DEFAULT now());\n"
+    "CREATE INDEX IF NOT EXISTS dead_letters_stream_idx\n"
+    "  ON kinesis2pg.dead_letters (stream, shard_id, seq_no);\n";
+
+void k2p_pg_format_ts(int64_t us, char out[K2P_TS_BUF])
+{
+    time_t secs = (time_t)(us / 1000000);
+    long frac = (long)(us % 1000000);
+    struct tm tm;
+    if (frac < 0) {
+        frac += 1000000;
+        secs--;
+    }
+    gmtime_r(&secs, &tm);
+    snprintf(out, K2P_TS_BUF, "%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ", tm.tm_year + 1900, tm.tm_mon + 1,
+             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, frac);
+}
+
+void k2p_pg_describe(PGconn *c, char *out, size_t n)
+{
+    const char *h = c ? PQhost(c) : NULL, *p = c ? PQport(c) : NULL, *d = c ? PQdb(c) : NULL;
+    snprintf(out, n, "%s:%s/%s", h && *h ? h : "(default host)", p && *p ? p : "5432",
+             d && *d ? d : "(default db)");
+}
+
+/* PQerrorMessage without its trailing newline, into buf. */
+static const char *pg_msg(PGconn *c, const PGresult *r, char *buf, size_t n)
+{
+    const char *m = r ? PQresultErrorMessage(r) : NULL;
+    size_t l;
+    if (!m || !*m)
+        m = c ? PQerrorMessage(c) : "no connection";
+    l = strcspn(m, "\n");
+    if (l >= n)
+        l = n - 1;
+    memcpy(buf, m, l);
+    buf[l] = '\0';
+    return buf;
+}
+
+bool k2p_pg_conn_broken(PGconn *c)
+{
+    return !c || PQstatus(c) != CONNECTION_OK;
+}
+
+PGconn *k2p_pg_connect(const char *conninfo, k2p_err *err)
+{
+    const char *keys[] = {"dbname", "application_name", NULL};
+    const char *vals[] = {conninfo ? conninfo : "", "kinesis2pg", NULL};
+    PGconn *c = PQconnectdbParams(keys, vals, 1);
+    if (!c || PQstatus(c) != CONNECTION_OK) {
+        char where[300], msg[300];
+        k2p_pg_describe(c, where, sizeof where);
+        pg_msg(c, NULL, msg, sizeof msg);
+        k2p_err_set(err, K2P_EIO, "PostgreSQL at %s unreachable: %s", where, msg);
+        PQfinish(c);
+        return NULL;
+    }
+    return c;
+}
+
+int k2p_pg_exec(PGconn *c, const char *sql, int nparams, const char *const *params,
+                k2p_err *err)
+{
+    PGresult *r = nparams ? PQexecParams(c, sql, nparams, NULL, params, NULL, NULL, 0)
+                          : PQexec(c, sql);
+    ExecStatusType st = PQresultStatus(r);
+    int rc = 0;
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+        char msg[400];
+        const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+        pg_msg(c, r, msg, sizeof msg);
+        rc = K2P_EIO;
+        if (state && strcmp(state, "42501") == 0)
+            rc = K2P_EAUTH;
+        k2p_err_set(err, rc, "PostgreSQL: %s", msg);
+    }
+    PQclear(r);
+    return rc;
+}
+
+int k2p_pg_setup(PGconn *c, const char *schema, const char *table, bool raw, bool primary_key,
+                 k2p_err *err)
+{
+    k2p_buf sql;
+    int rc;
+
+    k2p_buf_init(&sql, 0);
+    /* Serialise DDL between concurrent loaders: CREATE ... IF NOT EXISTS can still race. */
+    if (k2p_buf_puts(    if (k2p_buf_puts(&sql, "BEGIN;\nSELECT pg_advisory_xact_lock(4236512347);\n") ||sql, "SET client_min_messages = warning;\nBEGIN;\n"
+                           "SELECT pg_advisory_xact_lock(4236512347);\n") ||
+        k2p_buf_puts(&sql, state_ddl)) {
+        rc = k2p_err_set(err, K2P_ENOMEM, "out of memory");
+        goto out;
+    }
+    rc = k2p_copy_sql_create_schema(&sql, schema);
+    if (!rc && !(rc = k2p_buf_puts(&sql, ";\n")))
+        rc = k2p_copy_sql_create_table(&sql, schema, table, raw ? K2P_COPY_BYTEA : K2P_COPY_JSONB,
+                                       primary_key);
+    if (!rc)
+        rc = k2p_buf_puts(&sql, ";\nCOMMIT;");
+    if (rc == K2P_EINVAL) {
+        rc = k2p_err_set(err, K2P_ECONFIG,
+                         "schema and table names must be 1 to 63 bytes without NUL (--schema, "
+                         "--table)");
+        goto out;
+    } else if (rc) {
+        rc = k2p_err_set(err, K2P_ENOMEM, "out of memory");
+        goto out;
+    }
+    rc = k2p_pg_exec(c, sql.data, 0, NULL, err);
+    if (rc) {
+        char detail[sizeof err->msg];
+        memcpy(detail, err->msg, sizeof detail);
+        k2p_pg_exec(c, "ROLLBACK", 0, NULL, NULL);
+        if (rc == K2P_EAUTH)
+            k2p_err_set(err, rc,
+                        "no permission to create or use schema \"%s\" / table \"%s\" or schema "
+                        "kinesis2pg (%s); grant CREATE and USAGE on them",
+                        schema, table, detail);
+        else
+            k2p_err_set(err, rc, "cannot create table \"%s\".\"%s\" or the state schema: %s",
+                        schema, table, detail);
+        goto out;
+    }
+    /* The data column must match --raw: loading jsonb into bytea (or back) would fail later. */
+    {
+        const char *params[] = {schema, table};
+        PGresult *r = PQexecParams(c,
+                                   "SELECT data_type FROM information_schema.columns "
+                                   "WHERE table_schema = $1 AND table_name = $2 "
+                                   "AND column_name = 'data'",
+                                   2, NULL, params, NULL, NULL, 0);
+        if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
+            const char *t = PQgetvalue(r, 0, 0);
+            if (strcmp(t, raw ? "bytea" : "jsonb") != 0)
+                rc = k2p_err_set(err, K2P_ECONFIG,
+                                 "table \"%s\".\"%s\" has data of type %s but this run %s; "
+                                 "use %s or another --table",
+                                 schema, table, t,
+                                 raw ? "stores raw bytes (--raw)" : "stores jsonb",
+                                 raw ? "no --raw" : "--raw");
+        }
+        PQclear(r);
+    }
+out:
+    k2p_buf_deinit(&sql);
+    return rc;
+}
+
+int k2p_pg_lock_stream(PGconn *c, const char *stream, k2p_err *err)
+{
+    const char *params[] = {stream};
+    PGresult *r = PQexecParams(c, "SELECT pg_try_advisory_lock(hashtext('kinesis2pg:' || $1))", 1,
+                               NULL, params, NULL, NULL, 0);
+    int rc = 0;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        char msg[300];
+        rc = k2p_err_set(err, K2P_EIO, "PostgreSQL: %s", pg_msg(c, r, msg, sizeof msg));
+    } else if (strcmp(PQgetvalue(r, 0, 0), "t") != 0) {
+        rc = k2p_err_set(err, K2P_EINUSE,
+                         "another kinesis2pg is loading stream '%s' into this database; "
+                         "wait for it to finish",
+                         stream);
+    }
+    PQclear(r);
+    return rc;
+}
+
+void k2p_stream_state_deinit(k2p_stream_state *s)
+{
+    for (size_t i = 0; i < s->n; i++) {
+        k2p_shard_ckpt *c = &s->shards[i];
+        free(c->shard_id);
+        free(c->seq);
+        for (size_t j = 0; j < c->n_parents; j++)
+            free(c->parents[j]);
+        for (size_t j = 0; j < c->n_ledger; j++) {
+            free(c->ledger[j].first);
+            free(c->ledger[j].last);
+        }
+        free(c->ledger);
+    }
+    free(s->shards);
+    memset(s, 0, sizeof *s);
+}
+
+k2p_shard_ckpt *k2p_stream_state_find(const k2p_stream_state *s, const char *shard_id)
+{
+    for (size_t i = 0; i < s->n; i++)
+        if (strcmp(s->shards[i].shard_id, shard_id) == 0)
+            return &s->shards[i];
+    return NULL;
+}
+
+static int query(PGconn *c, const char *sql, int n, const char *const *params, PGresult **out,
+                 k2p_err *err)
+{
+    *out = PQexecParams(c, sql, n, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(*out) != PGRES_TUPLES_OK) {
+        char msg[300];
+        pg_msg(c, *out, msg, sizeof msg);
+        PQclear(*out);
+        *out = NULL;
+        return k2p_err_set(err, K2P_EIO, "PostgreSQL: reading loader state: %s", msg);
+    }
+    return 0;
+}
+
+int k2p_pg_load_state(PGconn *c, const char *stream, k2p_stream_state *out, k2p_err *err)
+{
+    const char *params[] = {stream};
+    PGresult *r = NULL;
+    int rc, n;
+
+    memset(out, 0, sizeof *out);
+    out->prev_run_started_us = -1;
+    rc = query(c,
+               "SELECT shard_id, sequence_number::text, "
+               "(extract(epoch FROM start_at) * 1000000)::bigint, closed, "
+               "parent_shard_ids[1], parent_shard_ids[2] "
+               "FROM kinesis2pg.checkpoints WHERE stream = $1 ORDER BY shard_id",
+               1, params, &r, err);
+    if (rc)
+        return rc;
+    n = PQntuples(r);
+    out->shards = calloc((size_t)n + 1, sizeof *out->shards);
+    if (!out->shards) {
+        PQclear(r);
+        return k2p_err_set(err, K2P_ENOMEM, "out of memory");
+    }
+    for (int i = 0; i < n; i++) {
+        k2p_shard_ckpt *s = &out->shards[out->n++];
+        int64_t v;
+        s->shard_id = k2p_strdup(PQgetvalue(r, i, 0));
+        s->seq = PQgetisnull(r, i, 1) ? NULL : k2p_strdup(PQgetvalue(r, i, 1));
+        s->start_at_us = -1;
+        if (!PQgetisnull(r, i, 2) && k2p_parse_i64(PQgetvalue(r, i, 2), &v) == 0)
+            s->start_at_us = v;
+        s->closed = strcmp(PQgetvalue(r, i, 3), "t") == 0;
+        for (int p = 4; p <= 5; p++)
+            if (!PQgetisnull(r, i, p))
+                s->parents[s->n_parents++] = k2p_strdup(PQgetvalue(r, i, p));
+    }
+    PQclear(r);
+
+    /* Ranges committed past a checkpoint: a crash came between a commit and the checkpoint
+     * thread's update. Readers skip records inside them. */
+    rc = query(c,
+               "SELECT l.shard_id, l.first_seq::text, l.last_seq::text "
+               "FROM kinesis2pg.ledger l LEFT JOIN kinesis2pg.checkpoints c "
+               "  ON c.stream = l.stream AND c.shard_id = l.shard_id "
+               "WHERE l.stream = $1 AND (c.sequence_number IS NULL OR l.last_seq > c.sequence_number) "
+               "ORDER BY l.shard_id, l.first_seq",
+               1, params, &r, err);
+    if (rc)
+        return rc;
+    n = PQntuples(r);
+    for (int i = 0; i < n; i++) {
+        k2p_shard_ckpt *s = k2p_stream_state_find(out, PQgetvalue(r, i, 0));
+        k2p_seq_range *nl;
+        if (!s)
+            continue; /* a ledger row always follows a checkpoint row; be lenient */
+        nl = realloc(s->ledger, (s->n_ledger + 1) * sizeof *nl);
+        if (!nl) {
+            PQclear(r);
+            return k2p_err_set(err, K2P_ENOMEM, "out of memory");
+        }
+        s->ledger = nl;
+        nl[s->n_ledger].first = k2p_strdup(PQgetvalue(r, i, 1));
+        nl[s->n_ledger].last = k2p_strdup(PQgetvalue(r, i, 2));
+        s->n_ledger++;
+    }
+    PQclear(r);
+
+    rc = query(c,
+               "SELECT (extract(epoch FROM max(started_at)) * 1000000)::bigint "
+               "FROM kinesis2pg.runs WHERE stream = $1",
+               1, params, &r, err);
+    if (rc)
+        return rc;
+    if (!PQgetisnull(r, 0, 0)) {
+        int64_t v;
+        if (k2p_parse_i64(PQgetvalue(r, 0, 0), &v) == 0)
+            out->prev_run_started_us = v;
+    }
+    PQclear(r);
+    return 0;
+}
+
+int k2p_pg_add_shard(PGconn *c, const char *stream, const char *shard_id,
+                     const char *const *parents, size_t n_parents, int64_t start_at_us,
+                     k2p_err *err)
+{
+    char ts[K2P_TS_BUF];
+    k2p_buf arr;
+    int rc;
+    k2p_buf_init(&arr, 0);
+    k2p_buf_putc(&arr, '{');
+    for (size_t i = 0; i < n_parents; i++) {
+        if (i)
+            k2p_buf_putc(&arr, ',');
+        k2p_buf_put_json_str(&arr, parents[i], strlen(parents[i])); /* "..." is array syntax */
+    }
+    if (k2p_buf_putc(&arr, '}'))
+        return k2p_err_set(err, K2P_ENOMEM, "out of memory");
+    if (start_at_us >= 0)
+        k2p_pg_format_ts(start_at_us, ts);
+    {
+        const char *params[] = {stream, shard_id, start_at_us >= 0 ? ts : NULL, arr.data};
+        rc = k2p_pg_exec(c,
+                         "INSERT INTO kinesis2pg.checkpoints (stream, shard_id, start_at, "
+                         "parent_shard_ids) VALUES ($1, $2, $3, $4) "
+                         "ON CONFLICT (stream, shard_id) DO NOTHING",
+                         4, params, err);
+    }
+    k2p_buf_deinit(&arr);
+    return rc;
+}
+
+int k2p_pg_run_begin(PGconn *c, const char *stream, int64_t started_us, int64_t *run_id,
+                     k2p_err *err)
+{
+    char ts[K2P_TS_BUF];
+    PGresult *r = NULL;
+    int rc;
+    k2p_pg_format_ts(started_us, ts);
+    {
+        const char *params[] = {stream, ts};
+        rc = query(c,
+                   "INSERT INTO kinesis2pg.runs (stream, started_at, status) "
+                   "VALUES ($1, $2, 'running') RETURNING id",
+                   2, params, &r, err);
+    }
+    if (rc)
+        return rc;
+    if (k2p_parse_i64(PQgetvalue(r, 0, 0), run_id))
+        rc = k2p_err_set(err, K2P_EIO, "PostgreSQL: unexpected runs row");
+    PQclear(r);
+    return rc;
+}
+
+int k2p_pg_run_end(PGconn *c, int64_t run_id, int64_t rows, int64_t bytes, int64_t dead,
+                   const char *status, const char *message, k2p_err *err)
+{
+    char id[24], r[24], b[24], d[24];
+    snprintf(id, sizeof id, "%lld", (long long)run_id);
+    snprintf(r, sizeof r, "%lld", (long long)rows);
+    snprintf(b, sizeof b, "%lld", (long long)bytes);
+    snprintf(d, sizeof d, "%lld", (long long)dead);
+    {
+        const char *params[] = {id, r, b, d, status, message};
+        return k2p_pg_exec(c,
+                           "UPDATE kinesis2pg.runs SET finished_at = clock_timestamp(), "
+                           "rows = $2, bytes = $3, dead_letters = $4, status = $5, message = $6 "
+                           "WHERE id = $1",
+                           6, params, err);
+    }
+}

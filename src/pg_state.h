@@ -1,0 +1,85 @@
+/* pg_state.h - the loader's state in PostgreSQL (schema kinesis2pg) and the target table DDL.
+ *
+ * Tables (DESIGN §2): checkpoints, ledger, runs, dead_letters. All SQL the loader runs outside
+ * the COPY hot path lives here. Every function takes the connection it is given and runs on
+ * the caller's thread; connections are never shared between threads.
+ */
+#ifndef K2P_PG_STATE_H
+#define K2P_PG_STATE_H
+
+#include <libpq-fe.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "kinesis2pg/common.h"
+
+/* A half-open run of sequence numbers committed by one batch: [first, last]. */
+typedef struct k2p_seq_range {
+    char *first;
+    char *last;
+} k2p_seq_range;
+
+/* One shard's persisted position. */
+typedef struct k2p_shard_ckpt {
+    char *shard_id;
+    char *seq;           /* checkpoint: every record <= seq is in the table; NULL if none */
+    int64_t start_at_us; /* with seq NULL: start AT_TIMESTAMP this; -1 = TRIM_HORIZON */
+    bool closed;         /* read to SHARD_END and all of it committed */
+    char *parents[2];
+    size_t n_parents;
+    k2p_seq_range *ledger; /* committed ranges above seq (from a run that crashed), sorted */
+    size_t n_ledger;
+} k2p_shard_ckpt;
+
+typedef struct k2p_stream_state {
+    k2p_shard_ckpt *shards;
+    size_t n;
+    int64_t prev_run_started_us; /* -1 when this is the stream's first run */
+} k2p_stream_state;
+
+void k2p_stream_state_deinit(k2p_stream_state *s);
+k2p_shard_ckpt *k2p_stream_state_find(const k2p_stream_state *s, const char *shard_id);
+
+/* Connects with application_name=kinesis2pg; conninfo NULL = libpq defaults (PG* env vars).
+ * Errors name host, port and database, never the password. */
+PGconn *k2p_pg_connect(const char *conninfo, k2p_err *err);
+
+/* Formats "host:port/dbname" of a connection for messages. */
+void k2p_pg_describe(PGconn *c, char *out, size_t n);
+
+/* Creates schema kinesis2pg and its tables, and the target table, if missing (idempotent,
+ * serialised by an advisory lock so concurrent first runs do not race). */
+int k2p_pg_setup(PGconn *c, const char *schema, const char *table, bool raw, bool primary_key,
+                 k2p_err *err);
+
+/* Takes a session advisory lock for the stream: one loader per stream at a time. */
+int k2p_pg_lock_stream(PGconn *c, const char *stream, k2p_err *err);
+
+/* Reads checkpoints, ledger ranges above them and the previous run's start. */
+int k2p_pg_load_state(PGconn *c, const char *stream, k2p_stream_state *out, k2p_err *err);
+
+/* Records where a shard without a checkpoint starts (start_at_us -1 = TRIM_HORIZON). Does
+ * nothing when the shard already has a row. */
+int k2p_pg_add_shard(PGconn *c, const char *stream, const char *shard_id,
+                     const char *const *parents, size_t n_parents, int64_t start_at_us,
+                     k2p_err *err);
+
+/* Inserts a runs row with status 'running' started at started_us (the loader's clock, which
+ * also positions Kinesis iterators); returns its id. */
+int k2p_pg_run_begin(PGconn *c, const char *stream, int64_t started_us, int64_t *run_id,
+                     k2p_err *err);
+int k2p_pg_run_end(PGconn *c, int64_t run_id, int64_t rows, int64_t bytes, int64_t dead,
+                   const char *status, const char *message, k2p_err *err);
+
+/* Runs a statement that returns no rows; 0 or K2P_EIO with the server's message. */
+int k2p_pg_exec(PGconn *c, const char *sql, int nparams, const char *const *params,
+                k2p_err *err);
+
+/* True when the connection is unusable and must be reopened. */
+bool k2p_pg_conn_broken(PGconn *c);
+
+/* Formats µs since the epoch as an ISO 8601 UTC timestamp for SQL parameters. */
+#define K2P_TS_BUF 64
+void k2p_pg_format_ts(int64_t us, char out[K2P_TS_BUF]);
+
+#endif

@@ -1,0 +1,420 @@
+/* pg_writer.c - writer threads: drain shard rings, coalesce batches, COPY them and their
+ * ledger rows in one transaction, commit, hand the batches to the checkpoint thread.
+ *
+ * Each writer owns one libpq connection and a fixed set of shards (a shard's batches always go
+ * to the same writer, so they commit in order). A transaction holds: COPY of the target rows,
+ * COPY of dead letters, one ledger row per shard (the union of its batches: consecutive, so
+ * "every record with a sequence in [first, last] is committed" holds), COMMIT. Transient
+ * failures (connection lost, server restarting, deadlock, lock timeout) are retried with
+ * backoff on a new connection, redoing the whole transaction; the batches stay in memory until
+ * committed.
+ *
+ * Threading: one thread per k2p_writer; the shard list is shared with the coordinator under
+ * list_mu.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "kinesis2pg/copy_encode.h"
+#include "loader_internal.h"
+
+#define K2P_WRITER_MAX_WAIT_MS 100
+#define K2P_WRITER_RETRY_BUDGET_MS 120000
+
+int k2p_writer_add_shard(k2p_writer *w, k2p_shard_rt *s)
+{
+    int rc = 0;
+    pthread_mutex_lock(&w->list_mu);
+    if (w->n_shards == w->cap_shards) {
+        size_t nc = w->cap_shards ? w->cap_shards * 2 : 16;
+        k2p_shard_rt **ns = realloc(w->shards, nc * sizeof *ns);
+        if (!ns)
+            rc = K2P_ENOMEM;
+        else {
+            w->shards = ns;
+            w->cap_shards = nc;
+        }
+    }
+    if (!rc) {
+        w->shards[w->n_shards++] = s;
+        s->writer = w;
+        k2p_ring_attach(&s->ring, &w->wait, NULL);
+    }
+    pthread_mutex_unlock(&w->list_mu);
+    return rc;
+}
+
+typedef struct pending {
+    k2p_batch **b;
+    size_t n, cap;
+    int64_t rows;
+    int64_t first_ns;
+} pending;
+
+/* ---- the transaction --------------------------------------------------------------------- */
+
+/* Appends a text[] / numeric[] array literal element. */
+static int arr_elem(k2p_buf *a, const char *v)
+{
+    if (a->len > 1 && k2p_buf_putc(a, ','))
+        return K2P_ENOMEM;
+    return k2p_buf_put_json_str(a, v, strlen(v)); /* "..." with \" and \\: array syntax */
+}
+
+static bool sqlstate_transient(const char *state)
+{
+    if (!state)
+        return true; /* no SQLSTATE: the connection broke */
+    return strncmp(state, "08", 2) == 0 ||  /* connection exception */
+           strncmp(state, "40", 2) == 0 ||  /* serialization failure, deadlock */
+           strncmp(state, "53", 2) == 0 ||  /* insufficient resources */
+           strncmp(state, "57", 2) == 0 ||  /* admin shutdown, cannot connect now */
+           strcmp(state, "55P03") == 0 ||   /* lock not available */
+           strcmp(state, "58030") == 0;     /* I/O error */
+}
+
+/* Sets err from a failed result; returns K2P_ERETRY for transient failures, else K2P_EIO. */
+static int pg_fail(k2p_writer *w, PGresult *r, const char *what, k2p_err *err)
+{
+    const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    const char *m = r ? PQresultErrorMessage(r) : NULL;
+    char msg[300];
+    size_t l;
+    if (!m || !*m)
+        m = PQerrorMessage(w->conn);
+    l = strcspn(m, "\n");
+    if (l >= sizeof msg)
+        l = sizeof msg - 1;
+    memcpy(msg, m, l);
+    msg[l] = '\0';
+    return k2p_err_set(err,
+                       (k2p_pg_conn_broken(w->conn) || sqlstate_transient(state)) ? K2P_ERETRY
+                                                                                  : K2P_EIO,
+                       "writer %d: %s: %s%s%s", w->index, what, msg, state ? " SQLSTATE " : "",
+                       state ? state : "");
+}
+
+static int exec_cmd(k2p_writer *w, const char *sql, int n, const char *const *params,
+                    const char *what, k2p_err *err)
+{
+    PGresult *r = n ? PQexecParams(w->conn, sql, n, NULL, params, NULL, NULL, 0)
+                    : PQexec(w->conn, sql);
+    int rc = 0;
+    if (PQresultStatus(r) != PGRES_COMMAND_OK)
+        rc = pg_fail(w, r, what, err);
+    PQclear(r);
+    return rc;
+}
+
+/* Streams header, each batch's buffer at `off` (rows or dead), trailer. */
+static int copy_in(k2p_writer *w, const char *sql, pending *p, size_t off, const char *what,
+                   k2p_err *err)
+{
+    PGresult *r = PQexec(w->conn, sql);
+    k2p_buf hdr;
+    int rc = 0;
+    if (PQresultStatus(r) != PGRES_COPY_IN) {
+        rc = pg_fail(w, r, what, err);
+        PQclear(r);
+        return rc;
+    }
+    PQclear(r);
+    k2p_buf_init(&hdr, 0);
+    if (k2p_copy_begin(&hdr) || PQputCopyData(w->conn, hdr.data, (int)hdr.len) != 1)
+        rc = K2P_ERETRY;
+    for (size_t i = 0; !rc && i < p->n; i++) {
+        const k2p_buf *b = (const k2p_buf *)((const char *)p->b[i] + off);
+        size_t pos = 0;
+        /* PQputCopyData takes an int length: send in pieces of at most 64 MiB. */
+        while (!rc && pos < b->len) {
+            size_t chunk = K2P_MIN(b->len - pos, (size_t)64 << 20);
+            if (PQputCopyData(w->conn, b->data + pos, (int)chunk) != 1)
+                rc = K2P_ERETRY;
+            pos += chunk;
+        }
+    }
+    k2p_buf_reset(&hdr);
+    if (!rc && (k2p_copy_end(&hdr) || PQputCopyData(w->conn, hdr.data, (int)hdr.len) != 1))
+        rc = K2P_ERETRY;
+    k2p_buf_deinit(&hdr);
+    if (PQputCopyEnd(w->conn, rc ? "kinesis2pg: send failed" : NULL) != 1 && !rc)
+        rc = K2P_ERETRY;
+    while ((r = PQgetResult(w->conn)) != NULL) {
+        if (PQresultStatus(r) != PGRES_COMMAND_OK && !rc)
+            rc = pg_fail(w, r, what, err);
+        PQclear(r);
+    }
+    if (rc == K2P_ERETRY && !err->msg[0])
+        pg_fail(w, NULL, what, err);
+    return rc;
+}
+
+static int commit_pending(k2p_writer *w, pending *p, k2p_err *err)
+{
+    k2p_loader *L = w->L;
+    int64_t rows = 0, dead = 0;
+    k2p_buf shards, firsts, lasts, counts, sql;
+    int rc = 0;
+
+    for (size_t i = 0; i < p->n; i++) {
+        rows += p->b[i]->n_rows;
+        dead += p->b[i]->n_dead;
+    }
+    if (rows == 0 && dead == 0)
+        return 0; /* only markers: nothing to write */
+
+    /* One ledger row per shard: its batches here are consecutive (one writer per shard). */
+    k2p_buf_init(&shards, 0);
+    k2p_buf_init(&firsts, 0);
+    k2p_buf_init(&lasts, 0);
+    k2p_buf_init(&counts, 0);
+    k2p_buf_init(&sql, 0);
+    k2p_buf_putc(&shards, '{');
+    k2p_buf_putc(&firsts, '{');
+    k2p_buf_putc(&lasts, '{');
+    k2p_buf_putc(&counts, '{');
+    for (size_t i = 0; i < p->n;) {
+        k2p_shard_rt *s = p->b[i]->shard;
+        const char *first = NULL, *last = NULL;
+        int64_t n = 0;
+        size_t j = i;
+        for (; j < p->n && p->b[j]->shard == s; j++) {
+            k2p_batch *b = p->b[j];
+            if (!b->first_seq[0])
+                continue;
+            if (!first)
+                first = b->first_seq;
+            last = b->last_seq;
+            n += b->n_rows + b->n_dead;
+        }
+        if (first) {
+            char cnt[24];
+            snprintf(cnt, sizeof cnt, "%lld", (long long)n);
+            if (arr_elem(&shards, s->shard_id) || arr_elem(&firsts, first) ||
+                arr_elem(&lasts, last) || arr_elem(&counts, cnt)) {
+                rc = k2p_err_set(err, K2P_ENOMEM, "out of memory");
+                goto out;
+            }
+        }
+        i = j;
+    }
+    if (k2p_buf_putc(&shards, '}') || k2p_buf_putc(&firsts, '}') || k2p_buf_putc(&lasts, '}') ||
+        k2p_buf_putc(&counts, '}')) {
+        rc = k2p_err_set(err, K2P_ENOMEM, "out of memory");
+        goto out;
+    }
+
+    if ((rc = exec_cmd(w, "BEGIN", 0, NULL, "BEGIN", err)))
+        goto out;
+    if (rows) {
+        k2p_buf_reset(&sql);
+        if (k2p_copy_sql_copy(&sql, L->o->schema, L->o->table)) {
+            rc = k2p_err_set(err, K2P_ENOMEM, "out of memory");
+            goto out;
+        }
+        if ((rc = copy_in(w, sql.data, p, offsetof(k2p_batch, rows), "COPY into the table", err)))
+            goto out;
+    }
+    if (dead &&
+        (rc = copy_in(w,
+                      "COPY kinesis2pg.dead_letters (stream, shard_id, seq_no, reason, data) "
+                      "FROM STDIN (FORMAT binary)",
+                      p, offsetof(k2p_batch, dead), "COPY into kinesis2pg.dead_letters", err)))
+        goto out;
+    {
+        const char *params[] = {L->o->stream, shards.data, firsts.data, lasts.data, counts.data};
+        rc = exec_cmd(w,
+                      "INSERT INTO kinesis2pg.ledger (stream, shard_id, first_seq, last_seq, rows) "
+                      "SELECT $1, s, f, l, n FROM unnest($2::text[], $3::numeric[], "
+                      "$4::numeric[], $5::int[]) AS u(s, f, l, n)",
+                      5, params, "ledger insert", err);
+        if (rc)
+            goto out;
+    }
+    rc = exec_cmd(w, "COMMIT", 0, NULL, "COMMIT", err);
+out:
+    if (rc && !k2p_pg_conn_broken(w->conn)) {
+        PGresult *r = PQexec(w->conn, "ROLLBACK");
+        PQclear(r);
+    }
+    k2p_buf_deinit(&shards);
+    k2p_buf_deinit(&firsts);
+    k2p_buf_deinit(&lasts);
+    k2p_buf_deinit(&counts);
+    k2p_buf_deinit(&sql);
+    return rc;
+}
+
+static void sleep_ms(int64_t ms)
+{
+    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* Commits p, retrying transient failures on fresh connections until the budget is spent.
+ * Then hands every batch to the checkpoint thread. Returns 0 or a fatal code. */
+static int flush(k2p_writer *w, pending *p)
+{
+    k2p_loader *L = w->L;
+    int64_t t0 = k2p_now_ns(), deadline = t0 + (int64_t)K2P_WRITER_RETRY_BUDGET_MS * 1000000;
+    uint64_t rng = (uint64_t)t0 | 1;
+    int attempt = 0, rc;
+    bool said = false;
+
+    for (;;) {
+        k2p_err err = {0};
+        if (k2p_pg_conn_broken(w->conn)) {
+            PQfinish(w->conn);
+            w->conn = k2p_pg_connect(L->o->pg_conninfo, &err);
+            rc = w->conn ? 0 : K2P_ERETRY;
+        } else {
+            rc = 0;
+        }
+        if (!rc)
+            rc = commit_pending(w, p, &err);
+        if (!rc)
+            break;
+        if (rc != K2P_ERETRY || k2p_now_ns() > deadline) {
+            k2p_loader_fail(L, K2P_EIO, "%s (batch of %lld rows not committed%s)", err.msg,
+                            (long long)p->rows, rc == K2P_ERETRY ? "; gave up after 120 s" : "");
+            return rc;
+        }
+        if (!said) {
+            fprintf(stderr, "kinesis2pg: %s; retrying\n", err.msg);
+            said = true;
+        }
+        sleep_ms(k2p_backoff_ms(attempt++, 100, 5000, &rng));
+    }
+    if (said)
+        fprintf(stderr, "kinesis2pg: writer %d: PostgreSQL is back, batch committed\n", w->index);
+    for (size_t i = 0; i < p->n; i++) {
+        k2p_batch *b = p->b[i];
+        k2p_shard_rt *s = b->shard;
+        atomic_fetch_add(&s->committed_rows, b->n_rows);
+        atomic_fetch_add(&s->committed_dead, b->n_dead);
+        atomic_fetch_add(&s->committed_bytes, (long long)b->data_bytes);
+        k2p_buf_deinit(&b->rows);
+        k2p_buf_deinit(&b->dead);
+        k2p_mem_release(L, b->budget);
+        b->budget = 0;
+        atomic_fetch_add(&L->ckpt_queued, 1);
+        if (k2p_ring_push_wait(&w->to_ckpt, b, -1) != 0) {
+            atomic_fetch_sub(&L->ckpt_queued, 1);
+            k2p_batch_free(b);
+        }
+    }
+    atomic_fetch_add(&w->busy_ns, k2p_now_ns() - t0);
+    p->n = 0;
+    p->rows = 0;
+    return 0;
+}
+
+static int has_queued(void *arg)
+{
+    k2p_writer *w = arg;
+    return atomic_load_explicit(&w->queued, memory_order_acquire) > 0 ||
+           atomic_load_explicit(&w->L->readers_done, memory_order_acquire);
+}
+
+void *k2p_writer_main(void *arg)
+{
+    k2p_writer *w = arg;
+    k2p_loader *L = w->L;
+    pending p = {0};
+    k2p_shard_rt **snap = NULL;
+    size_t snap_cap = 0, rr = 0;
+
+    for (;;) {
+        size_t n;
+        bool popped = false, any_open = false;
+        int64_t now;
+
+        pthread_mutex_lock(&w->list_mu);
+        n = w->n_shards;
+        if (n > snap_cap) {
+            k2p_shard_rt **ns = realloc(snap, n * sizeof *ns);
+            if (ns) {
+                snap = ns;
+                snap_cap = n;
+            } else {
+                n = snap_cap;
+            }
+        }
+        if (n)
+            memcpy(snap, w->shards, n * sizeof *snap);
+        pthread_mutex_unlock(&w->list_mu);
+
+        /* Take what is queued, round-robin over shards, up to --batch-rows. */
+        for (size_t k = 0; k < n && p.rows < L->o->batch_rows; k++) {
+            k2p_shard_rt *s = snap[(rr + k) % n];
+            k2p_batch *b;
+            int closed = k2p_ring_is_closed(&s->ring);
+            while (p.rows < L->o->batch_rows && (b = k2p_ring_pop(&s->ring)) != NULL) {
+                atomic_fetch_sub_explicit(&w->queued, 1, memory_order_relaxed);
+                if (p.n == p.cap) {
+                    size_t nc = p.cap ? p.cap * 2 : 64;
+                    k2p_batch **nb = realloc(p.b, nc * sizeof *nb);
+                    if (!nb) {
+                        k2p_loader_fail(L, K2P_ENOMEM, "writer %d: out of memory", w->index);
+                        k2p_batch_free(b);
+                        goto out;
+                    }
+                    p.b = nb;
+                    p.cap = nc;
+                }
+                /* Keep each shard's batches together in order (ledger rows per shard). */
+                {
+                    size_t pos = p.n;
+                    for (size_t q = p.n; q > 0; q--)
+                        if (p.b[q - 1]->shard == s) {
+                            pos = q;
+                            break;
+                        }
+                    memmove(&p.b[pos + 1], &p.b[pos], (p.n - pos) * sizeof *p.b);
+                    p.b[pos] = b;
+                    p.n++;
+                }
+                if (p.rows == 0 && p.n == 1)
+                    p.first_ns = k2p_now_ns();
+                p.rows += b->n_rows + b->n_dead;
+                popped = true;
+            }
+            if (!closed || k2p_ring_size(&s->ring) > 0)
+                any_open = true;
+        }
+        rr++;
+        now = k2p_now_ns();
+        if (p.n && (p.rows >= L->o->batch_rows ||
+                    now - p.first_ns >= (int64_t)L->o->flush_ms * 1000000 ||
+                    atomic_load(&L->readers_done) || !any_open)) {
+            if (flush(w, &p))
+                goto out;
+            continue;
+        }
+        if (popped)
+            continue;
+        if (atomic_load(&L->readers_done) && atomic_load(&w->queued) <= 0 && !p.n)
+            break;
+        {
+            int64_t wait_ms = K2P_WRITER_MAX_WAIT_MS;
+            if (p.n) {
+                int64_t left = L->o->flush_ms - (now - p.first_ns) / 1000000;
+                if (left < wait_ms)
+                    wait_ms = left > 1 ? left : 1;
+            }
+            k2p_ring_waiter_wait(&w->wait, has_queued, w, wait_ms * 1000000);
+        }
+    }
+out:
+    /* On a fatal error, batches still queued are dropped: they were never committed and the
+     * next run reads them again from the checkpoint. */
+    for (size_t i = 0; i < p.n; i++) {
+        k2p_mem_release(L, p.b[i]->budget);
+        k2p_batch_free(p.b[i]);
+    }
+    free(p.b);
+    free(snap);
+    return NULL;
+}

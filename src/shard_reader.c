@@ -1,0 +1,343 @@
+/* shard_reader.c - one thread per shard: GetRecords in a loop, decode each record straight
+ * into a batch already in COPY BINARY format (target rows, or dead letters with a reason), and
+ * push the batch to the shard's ring for its writer.
+ *
+ * Pacing: at most one GetRecords per poll_min_ms (AWS allows 5 per second per shard); at the
+ * tip, batch mode stops, follow mode sleeps idle_ms between polls. Throttling and transient
+ * errors are retried inside the client; an expired iterator is renewed after the last record
+ * read. Records inside ledger ranges (committed by an earlier run that crashed before its
+ * checkpoint) are consumed but not written again.
+ *
+ * Threading: the reader thread owns its k2p_kinesis handle, its records buffer and the batch
+ * it is filling; a batch pushed to the ring belongs to the writer.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "kinesis2pg/copy_encode.h"
+#include "kinesis2pg/json_validate.h"
+#include "kinesis2pg/seqnum.h"
+#include "loader_internal.h"
+
+k2p_batch *k2p_batch_new(k2p_shard_rt *s)
+{
+    k2p_batch *b = calloc(1, sizeof *b);
+    if (!b)
+        return NULL;
+    b->shard = s;
+    k2p_buf_init(&b->rows, 0);
+    k2p_buf_init(&b->dead, 0);
+    b->created_ns = k2p_now_ns();
+    return b;
+}
+
+void k2p_batch_free(k2p_batch *b)
+{
+    if (!b)
+        return;
+    k2p_buf_deinit(&b->rows);
+    k2p_buf_deinit(&b->dead);
+    free(b);
+}
+
+static void copy_seq(char dst[K2P_SEQ_BUF], const char *src, size_t n)
+{
+    if (n >= K2P_SEQ_BUF)
+        n = K2P_SEQ_BUF - 1;
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
+/* Sleeps up to ms, in steps, returning early when the run is stopping. */
+static void nap(k2p_loader *L, int64_t ms)
+{
+    while (ms > 0 && !atomic_load(&L->stop_readers)) {
+        int64_t step = ms > 50 ? 50 : ms;
+        struct timespec ts = {0, (long)step * 1000000L};
+        nanosleep(&ts, NULL);
+        ms -= step;
+    }
+}
+
+/* Hands b to the writer. On failure (stopping) b is freed: it was never committed, so the next
+ * run reads it again. Returns 0 or -1. */
+static int push_batch(k2p_shard_rt *s, k2p_batch *b)
+{
+    k2p_loader *L = s->L;
+    b->batch_no = s->next_batch_no;
+    b->budget = b->rows.cap + b->dead.cap + sizeof *b;
+    k2p_mem_acquire(L, b->budget);
+    atomic_fetch_add_explicit(&s->writer->queued, 1, memory_order_release);
+    for (;;) {
+        int rc = k2p_ring_push_wait(&s->ring, b, 100 * 1000000LL);
+        if (rc == 0) {
+            s->next_batch_no++;
+            return 0;
+        }
+        if (rc != K2P_EAGAIN || atomic_load(&L->stop_readers)) {
+            atomic_fetch_sub(&s->writer->queued, 1);
+            k2p_mem_release(L, b->budget);
+            k2p_batch_free(b);
+            return -1;
+        }
+    }
+}
+
+/* True when seq lies in one of the shard's skip ranges. `*idx` walks the sorted ranges as
+ * sequence numbers grow. */
+static bool in_skip_range(k2p_shard_rt *s, const char *seq, size_t *idx)
+{
+    while (*idx < s->n_skip && k2p_seq_cmps(seq, s->skip[*idx].last) > 0)
+        (*idx)++;
+    return *idx < s->n_skip && k2p_seq_cmps(seq, s->skip[*idx].first) >= 0;
+}
+
+/* Appends a text or bytea field (int32 length + bytes) to a COPY BINARY tuple. */
+static int put_field(k2p_buf *out, const void *p, size_t n)
+{
+    unsigned char len[4] = {(unsigned char)(n >> 24), (unsigned char)(n >> 16),
+                            (unsigned char)(n >> 8), (unsigned char)n};
+    return k2p_buf_append(out, len, 4) || k2p_buf_append(out, p, n) ? K2P_ENOMEM : 0;
+}
+
+/* Appends a dead_letters tuple: stream, shard_id, seq_no numeric, reason, data bytea. */
+static int put_dead(k2p_buf *out, const k2p_shard_rt *s, const k2p_record *r, const char *reason)
+{
+    unsigned char num[K2P_NUMERIC_MAX_BYTES];
+    size_t nl = k2p_copy_numeric(r->seq, r->seq_len, num);
+    size_t before = out->len;
+    const char *stream = s->L->o->stream;
+    if (!nl)
+        return K2P_EINVAL;
+    if (k2p_buf_append(out, "\0\5", 2) || put_field(out, stream, strlen(stream)) ||
+        put_field(out, s->shard_id, strlen(s->shard_id)) || put_field(out, num, nl) ||
+        put_field(out, reason, strlen(reason)) || put_field(out, r->data, r->data_len)) {
+        out->len = before;
+        return K2P_ENOMEM;
+    }
+    return 0;
+}
+
+/* Encodes one record into b: a target row, or a dead letter with the reason. */
+static int encode(k2p_shard_rt *s, k2p_batch *b, const k2p_record *r)
+{
+    k2p_loader *L = s->L;
+    char reason[200];
+    k2p_json_error je;
+    size_t bad;
+
+    if (!k2p_utf8_valid(r->pkey, r->pkey_len, &bad)) {
+        snprintf(reason, sizeof reason, "partition key is not valid UTF-8 (byte %zu)", bad);
+    } else if (!L->o->raw && k2p_json_validate(r->data, r->data_len, &je) != K2P_JSON_OK) {
+        k2p_json_error_format(&je, reason, sizeof reason);
+    } else {
+        k2p_copy_row row = {
+            .shard_id = s->shard_id,
+            .shard_id_len = strlen(s->shard_id),
+            .seq_no = r->seq,
+            .seq_no_len = r->seq_len,
+            .arrival_us = r->arrival_us,
+            .partition = r->pkey,
+            .partition_len = r->pkey_len,
+            .stream = L->o->stream,
+            .stream_len = strlen(L->o->stream),
+            .data = r->data,
+            .data_len = r->data_len,
+        };
+        int rc = k2p_copy_put_row(&b->rows, &row, L->o->raw ? K2P_COPY_BYTEA : K2P_COPY_JSONB);
+        if (rc == 0) {
+            b->n_rows++;
+            return 0;
+        }
+        if (rc != K2P_EINVAL)
+            return rc;
+        snprintf(reason, sizeof reason, "record cannot be stored as a row (envelope field "
+                                        "out of range)");
+    }
+    b->n_dead++;
+    return put_dead(&b->dead, s, r, reason);
+}
+
+static void set_state(k2p_shard_rt *s, k2p_reader_state st, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void set_state(k2p_shard_rt *s, k2p_reader_state st, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(s->stop_reason, sizeof s->stop_reason, fmt, ap);
+    va_end(ap);
+    atomic_store(&s->state, (int)st);
+}
+
+static int get_iterator(k2p_shard_rt *s, k2p_kinesis *k, char **it, k2p_err *err)
+{
+    k2p_iter_start st = {K2P_ITER_TRIM_HORIZON, NULL, 0};
+    if (s->last_seq[0]) {
+        st.type = K2P_ITER_AFTER_SEQUENCE_NUMBER;
+        st.seq = s->last_seq;
+    } else if (s->start_seq) {
+        st.type = K2P_ITER_AFTER_SEQUENCE_NUMBER;
+        st.seq = s->start_seq;
+    } else if (s->start_at_us >= 0) {
+        st.type = K2P_ITER_AT_TIMESTAMP;
+        st.timestamp_us = s->start_at_us;
+    }
+    return k2p_kinesis_get_shard_iterator(k, s->L->o->stream, s->shard_id, &st, it, err);
+}
+
+void *k2p_reader_main(void *arg)
+{
+    k2p_shard_rt *s = arg;
+    k2p_loader *L = s->L;
+    const k2p_load_opts *o = L->o;
+    k2p_kinesis_opts ko = {0};
+    k2p_kinesis *k = NULL;
+    k2p_records recs;
+    k2p_err err = {0};
+    char *it = NULL;
+    size_t skip_idx = 0;
+    int64_t last_call = 0;
+    bool any_record = s->had_checkpoint_seq;
+
+    k2p_records_init(&recs);
+    ko.endpoint = o->endpoint;
+    ko.region = o->region;
+    ko.ca_file = o->ca_file;
+    ko.creds = o->creds;
+    ko.max_attempts = o->kinesis_max_attempts;
+    if (!(k = k2p_kinesis_new(&ko, &err))) {
+        k2p_loader_fail(L, err.code, "shard %s: %s", s->shard_id, err.msg);
+        set_state(s, K2P_READER_FAILED, "%s", err.msg);
+        goto out;
+    }
+    k2p_kinesis_set_cancel_flag(k, &L->stop_readers);
+    if (get_iterator(s, k, &it, &err)) {
+        if (!atomic_load(&L->stop_readers))
+            k2p_loader_fail(L, err.code, "%s", err.msg);
+        set_state(s, atomic_load(&L->stop_readers) ? K2P_READER_STOPPED : K2P_READER_FAILED,
+                  "%s", err.msg);
+        goto out;
+    }
+
+    for (;;) {
+        k2p_batch *b;
+        int64_t now, wait;
+        bool caught_up;
+        int rc;
+
+        if (atomic_load(&L->stop_readers)) {
+            set_state(s, K2P_READER_STOPPED, "%s",
+                      o->max_messages && atomic_load(&L->records_read) >= o->max_messages
+                          ? "--max-messages reached"
+                          : "signal or error");
+            break;
+        }
+        now = k2p_now_ns();
+        wait = (last_call + (int64_t)o->poll_min_ms * 1000000 - now) / 1000000;
+        if (last_call && wait > 0)
+            nap(L, wait);
+        last_call = k2p_now_ns();
+        rc = k2p_kinesis_get_records(k, it, o->chunk_size, &recs, &err);
+        if (rc == K2P_EEXPIRED) {
+            free(it);
+            it = NULL;
+            if (get_iterator(s, k, &it, &err) == 0)
+                continue;
+            rc = err.code;
+        }
+        if (rc) {
+            if (atomic_load(&L->stop_readers)) {
+                set_state(s, K2P_READER_STOPPED, "stopped");
+                break;
+            }
+            k2p_loader_fail(L, rc, "shard %s: %s", s->shard_id, err.msg);
+            set_state(s, K2P_READER_FAILED, "%s", err.msg);
+            break;
+        }
+        s->millis_behind = recs.millis_behind;
+
+        b = k2p_batch_new(s);
+        if (!b) {
+            k2p_loader_fail(L, K2P_ENOMEM, "shard %s: out of memory", s->shard_id);
+            set_state(s, K2P_READER_FAILED, "out of memory");
+            break;
+        }
+        for (size_t i = 0; i < recs.n; i++) {
+            const k2p_record *r = &recs.recs[i];
+            if (in_skip_range(s, r->seq, &skip_idx)) {
+                atomic_fetch_add(&s->skipped, 1);
+            } else {
+                if (encode(s, b, r)) {
+                    k2p_batch_free(b);
+                    b = NULL;
+                    break;
+                }
+                if (!b->first_seq[0])
+                    copy_seq(b->first_seq, r->seq, r->seq_len);
+                copy_seq(b->last_seq, r->seq, r->seq_len);
+                b->data_bytes += r->data_len;
+            }
+            copy_seq(b->covers_seq, r->seq, r->seq_len);
+        }
+        if (!b) {
+            k2p_loader_fail(L, K2P_ENOMEM, "shard %s: out of memory encoding rows", s->shard_id);
+            set_state(s, K2P_READER_FAILED, "out of memory");
+            break;
+        }
+        if (recs.n) {
+            copy_seq(s->last_seq, recs.recs[recs.n - 1].seq, recs.recs[recs.n - 1].seq_len);
+            atomic_fetch_add(&s->read_records, (long long)recs.n);
+            atomic_fetch_add(&L->records_read, (long long)recs.n);
+            any_record = true;
+        }
+        if (!recs.next_iterator) {
+            /* SHARD_END: everything of this shard is in this and earlier batches. */
+            b->flags |= K2P_BATCH_CLOSED;
+            if (push_batch(s, b) == 0)
+                set_state(s, K2P_READER_CLOSED, "read to SHARD_END");
+            else
+                set_state(s, K2P_READER_STOPPED, "stopped");
+            break;
+        }
+        caught_up = recs.n < (size_t)o->chunk_size && recs.millis_behind < o->ms_behind_latest;
+        if (caught_up && !o->follow && !any_record)
+            b->flags |= K2P_BATCH_TIP_EMPTY;
+        if (b->covers_seq[0] || b->flags) {
+            if (push_batch(s, b) != 0) {
+                set_state(s, K2P_READER_STOPPED, "stopped");
+                break;
+            }
+        } else {
+            k2p_batch_free(b); /* nothing read */
+        }
+        free(it);
+        it = k2p_strdup(recs.next_iterator);
+        if (!it) {
+            k2p_loader_fail(L, K2P_ENOMEM, "shard %s: out of memory", s->shard_id);
+            set_state(s, K2P_READER_FAILED, "out of memory");
+            break;
+        }
+        if (o->max_messages && atomic_load(&L->records_read) >= o->max_messages) {
+            atomic_store(&L->stop_readers, true);
+            k2p_loader_notify(L);
+            continue; /* the loop top records why */
+        }
+        if (caught_up && !o->follow) {
+            set_state(s, K2P_READER_CAUGHT_UP, "%s", "");
+            break;
+        }
+        if (caught_up)
+            nap(L, o->idle_ms);
+    }
+out:
+    /* No more batches from this shard: the writer drains the ring and drops it. */
+    k2p_ring_close(&s->ring);
+    free(it);
+    k2p_records_deinit(&recs);
+    k2p_kinesis_free(k);
+    k2p_loader_notify(L);
+    return NULL;
+}
