@@ -138,7 +138,7 @@ int k2p_pg_setup(PGconn *c, const char *schema, const char *table, bool raw, boo
 
     k2p_buf_init(&sql, 0);
     /* Serialise DDL between concurrent loaders: CREATE ... IF NOT EXISTS can still race. */
-    if (k2p_buf_puts(    if (k2p_buf_puts(&sql, "BEGIN;\nSELECT pg_advisory_xact_lock(4236512347);\n") ||sql, "SET client_min_messages = warning;\nBEGIN;\n"
+    if (k2p_buf_puts(&sql, "SET client_min_messages = warning;\nBEGIN;\n"
                            "SELECT pg_advisory_xact_lock(4236512347);\n") ||
         k2p_buf_puts(&sql, state_ddl)) {
         rc = k2p_err_set(err, K2P_ENOMEM, "out of memory");
