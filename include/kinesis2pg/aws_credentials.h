@@ -58,8 +58,8 @@ void k2p_cred_chain_free(k2p_cred_chain *c);
 /* The standard chain of DESIGN §6 for this build: static (if explicit_key_id or
  * explicit_secret is non-NULL), environment, profile. Strings are copied; `env` is borrowed. */
 k2p_cred_chain *k2p_cred_chain_default_new(const k2p_env *env, const char *explicit_key_id,
-                                           const char *explicit_secret,
-                                           const char *explicit_token, const char *profile);
+                                           const char *explicit_secret, const char *explicit_token,
+                                           const char *profile);
 
 /* Replaces the chain's clock (Unix seconds) - for tests of expiry and refresh. Call before the
  * chain is shared between threads. */
