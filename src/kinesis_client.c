@@ -242,6 +242,8 @@ static int call_once(k2p_kinesis *k, const char *op, k2p_err *err)
     int rc;
 
     rc = k2p_cred_chain_get(k->creds, &creds, err);
+    if (rc == K2P_EPARSE) /* a malformed credentials/config file: the user's to fix (exit 2) */
+        rc = err->code = K2P_ECONFIG;
     if (rc)
         return rc;
     snprintf(target, sizeof target, "Kinesis_20131202.%s", op);
@@ -563,7 +565,17 @@ int k2p_kinesis_get_shard_iterator(k2p_kinesis *k, const char *stream, const cha
     }
     if (k2p_buf_putc(&k->req, '}'))
         return oom(err);
-    if ((rc = call(k, "GetShardIterator", what, err)))
+    if (start->timeout_ms > 0) {
+        int saved = k->opts.max_attempts;
+        k->opts.max_attempts = 1;
+        curl_easy_setopt(k->curl, CURLOPT_TIMEOUT_MS, (long)start->timeout_ms);
+        rc = call(k, "GetShardIterator", what, err);
+        curl_easy_setopt(k->curl, CURLOPT_TIMEOUT_MS, k->opts.timeout_ms);
+        k->opts.max_attempts = saved;
+    } else {
+        rc = call(k, "GetShardIterator", what, err);
+    }
+    if (rc)
         return rc;
     if (!(root = resp_json(k, "GetShardIterator", err)))
         return K2P_EPARSE;

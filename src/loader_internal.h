@@ -59,6 +59,7 @@ typedef struct k2p_shard_rt {
     k2p_seq_range *skip; /* ledger ranges committed past the checkpoint; borrowed from state */
     size_t n_skip;
     bool had_checkpoint_seq;
+    int64_t filter_before_us; /* reader: skip records until one arrived at/after this (0: off) */
     bool closed_in_state; /* finished in an earlier run */
     bool children_listed; /* coordinator: shards re-listed after this one closed */
 

@@ -172,20 +172,39 @@ static void set_state(k2p_shard_rt *s, k2p_reader_state st, const char *fmt, ...
     atomic_store(&s->state, (int)st);
 }
 
+/* How long an AT_TIMESTAMP GetShardIterator may take before the reader falls back. */
+#define K2P_AT_TIMESTAMP_TIMEOUT_MS 2000
+
 static int get_iterator(k2p_shard_rt *s, k2p_kinesis *k, char **it, k2p_err *err)
 {
-    k2p_iter_start st = {K2P_ITER_TRIM_HORIZON, NULL, 0};
+    k2p_iter_start st = {K2P_ITER_TRIM_HORIZON, NULL, 0, 0};
+    int rc;
     if (s->last_seq[0]) {
         st.type = K2P_ITER_AFTER_SEQUENCE_NUMBER;
         st.seq = s->last_seq;
     } else if (s->start_seq) {
         st.type = K2P_ITER_AFTER_SEQUENCE_NUMBER;
         st.seq = s->start_seq;
-    } else if (s->start_at_us >= 0) {
+    } else if (s->start_at_us >= 0 && !s->filter_before_us) {
         st.type = K2P_ITER_AT_TIMESTAMP;
         st.timestamp_us = s->start_at_us;
+        st.timeout_ms = K2P_AT_TIMESTAMP_TIMEOUT_MS;
     }
-    return k2p_kinesis_get_shard_iterator(k, s->L->o->stream, s->shard_id, &st, it, err);
+    rc = k2p_kinesis_get_shard_iterator(k, s->L->o->stream, s->shard_id, &st, it, err);
+    if (rc == K2P_ERETRY && st.type == K2P_ITER_AT_TIMESTAMP) {
+        /* kinesalite never answers AT_TIMESTAMP when no record arrived at or after the time
+         * (AWS answers with an iterator at the tip). Same records, read the slow way: from
+         * TRIM_HORIZON, skipping up to the first record that arrived at or after the time. */
+        fprintf(stderr,
+                "kinesis2pg: shard %s: GetShardIterator AT_TIMESTAMP did not answer in %d ms; "
+                "reading from TRIM_HORIZON and skipping records that arrived before\n",
+                s->shard_id, K2P_AT_TIMESTAMP_TIMEOUT_MS);
+        s->filter_before_us = s->start_at_us;
+        st.type = K2P_ITER_TRIM_HORIZON;
+        st.timeout_ms = 0;
+        rc = k2p_kinesis_get_shard_iterator(k, s->L->o->stream, s->shard_id, &st, it, err);
+    }
+    return rc;
 }
 
 void *k2p_reader_main(void *arg)
@@ -267,20 +286,26 @@ void *k2p_reader_main(void *arg)
         }
         for (size_t i = 0; i < recs.n; i++) {
             const k2p_record *r = &recs.recs[i];
+            copy_seq(b->covers_seq, r->seq, r->seq_len);
+            if (s->filter_before_us) {
+                /* Before the start time (see get_iterator): not ours to load. */
+                if (r->arrival_us < s->filter_before_us)
+                    continue;
+                s->filter_before_us = 0;
+            }
             if (in_skip_range(s, r->seq, &skip_idx)) {
                 atomic_fetch_add(&s->skipped, 1);
-            } else {
-                if (encode(s, b, r)) {
-                    k2p_batch_free(b);
-                    b = NULL;
-                    break;
-                }
-                if (!b->first_seq[0])
-                    copy_seq(b->first_seq, r->seq, r->seq_len);
-                copy_seq(b->last_seq, r->seq, r->seq_len);
-                b->data_bytes += r->data_len;
+                continue;
             }
-            copy_seq(b->covers_seq, r->seq, r->seq_len);
+            if (encode(s, b, r)) {
+                k2p_batch_free(b);
+                b = NULL;
+                break;
+            }
+            if (!b->first_seq[0])
+                copy_seq(b->first_seq, r->seq, r->seq_len);
+            copy_seq(b->last_seq, r->seq, r->seq_len);
+            b->data_bytes += r->data_len;
         }
         if (!b) {
             k2p_loader_fail(L, K2P_ENOMEM, "shard %s: out of memory encoding rows", s->shard_id);

@@ -125,6 +125,7 @@ typedef struct k2p_iter_start {
     k2p_iter_type type;
     const char *seq;      /* for AT_/AFTER_SEQUENCE_NUMBER */
     int64_t timestamp_us; /* for AT_TIMESTAMP */
+    int timeout_ms;       /* 0: the handle's timeout and retries; else one attempt, this long */
 } k2p_iter_start;
 
 /* "TRIM_HORIZON", ... */

@@ -189,7 +189,7 @@ static void test_put_and_read_back_20000(void **state)
     produced *v;
     size_t n;
     match_ctx m = {0};
-    k2p_iter_start th = {K2P_ITER_TRIM_HORIZON, NULL, 0};
+    k2p_iter_start th = {K2P_ITER_TRIM_HORIZON, NULL, 0, 0};
     (void)state;
 
     create_stream("roundtrip", 4);
@@ -262,23 +262,23 @@ static void test_iterator_types(void **state)
     k2p_records_init(&recs);
 
     /* TRIM_HORIZON: all 10. */
-    st = (k2p_iter_start){K2P_ITER_TRIM_HORIZON, NULL, 0};
+    st = (k2p_iter_start){K2P_ITER_TRIM_HORIZON, NULL, 0, 0};
     assert_int_equal(read_shard("iters", v[0].shard, &st, collect_seq, &got), 10);
 
     /* AT_SEQUENCE_NUMBER v[3]: 7 records starting with v[3]. */
     k2p_buf_reset(&got);
-    st = (k2p_iter_start){K2P_ITER_AT_SEQUENCE_NUMBER, v[3].seq, 0};
+    st = (k2p_iter_start){K2P_ITER_AT_SEQUENCE_NUMBER, v[3].seq, 0, 0};
     assert_int_equal(read_shard("iters", v[0].shard, &st, collect_seq, &got), 7);
     assert_memory_equal(got.data, v[3].seq, strlen(v[3].seq));
 
     /* AFTER_SEQUENCE_NUMBER v[3]: 6 records starting with v[4]. */
     k2p_buf_reset(&got);
-    st = (k2p_iter_start){K2P_ITER_AFTER_SEQUENCE_NUMBER, v[3].seq, 0};
+    st = (k2p_iter_start){K2P_ITER_AFTER_SEQUENCE_NUMBER, v[3].seq, 0, 0};
     assert_int_equal(read_shard("iters", v[0].shard, &st, collect_seq, &got), 6);
     assert_memory_equal(got.data, v[4].seq, strlen(v[4].seq));
 
     /* LATEST: nothing old; a record put afterwards is seen. */
-    st = (k2p_iter_start){K2P_ITER_LATEST, NULL, 0};
+    st = (k2p_iter_start){K2P_ITER_LATEST, NULL, 0, 0};
     assert_int_equal(k2p_kinesis_get_shard_iterator(client, "iters", v[0].shard, &st, &latest, &err), 0);
     assert_int_equal(k2p_kinesis_get_records(client, latest, 100, &recs, &err), 0);
     assert_int_equal(recs.n, 0);
@@ -299,7 +299,7 @@ static void test_iterator_types(void **state)
 
     /* AT_TIMESTAMP between the two batches: exactly the 3 new records. */
     k2p_buf_reset(&got);
-    st = (k2p_iter_start){K2P_ITER_AT_TIMESTAMP, NULL, mid_us};
+    st = (k2p_iter_start){K2P_ITER_AT_TIMESTAMP, NULL, mid_us, 0};
     assert_int_equal(read_shard("iters", v[0].shard, &st, collect_seq, &got), 3);
 
     free(latest);
