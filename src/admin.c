@@ -7,6 +7,7 @@
 #include "admin.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -22,11 +23,11 @@ static PGconn *connect_or_report(const k2p_config *cfg)
     return c;
 }
 
-/* Runs a query; prints the error and returns NULL on failure. */
-static PGresult *q(PGconn *c, const char *sql, const char *stream)
+/* Runs a query with $1 = stream, $2 = target; prints the error and returns NULL on failure. */
+static PGresult *q(PGconn *c, const char *sql, const char *stream, const char *target)
 {
-    const char *params[] = {stream};
-    PGresult *r = PQexecParams(c, sql, 1, NULL, params, NULL, NULL, 0);
+    const char *params[] = {stream, target};
+    PGresult *r = PQexecParams(c, sql, 2, NULL, params, NULL, NULL, 0);
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
         if (state && strcmp(state, "42P01") == 0)
@@ -48,15 +49,16 @@ static const char sql_shards[] =
     "         CASE WHEN c.sequence_number IS NULL THEN 'TRIM_HORIZON' ELSE '' END), "
     "to_char(c.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), "
     "(SELECT count(*) FROM kinesis2pg.dead_letters d "
-    "  WHERE d.stream = c.stream AND d.shard_id = c.shard_id), "
+    "  WHERE d.stream = c.stream AND d.target = c.target AND d.shard_id = c.shard_id), "
     "array_to_string(c.parent_shard_ids, ',') "
-    "FROM kinesis2pg.checkpoints c WHERE c.stream = $1 ORDER BY c.shard_id";
+    "FROM kinesis2pg.checkpoints c WHERE c.stream = $1 AND c.target = $2 ORDER BY c.shard_id";
 
 static const char sql_runs[] =
     "SELECT id, to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), "
     "COALESCE(round(extract(epoch FROM finished_at - started_at)::numeric, 1)::text, ''), "
     "rows, dead_letters, bytes, status, COALESCE(message, '') "
-    "FROM kinesis2pg.runs WHERE stream = $1 ORDER BY started_at DESC, id DESC LIMIT 10";
+    "FROM kinesis2pg.runs WHERE stream = $1 AND target = $2 "
+    "ORDER BY started_at DESC, id DESC LIMIT 10";
 
 static void json_field(k2p_buf *b, const char *key, const char *val, int first)
 {
@@ -75,21 +77,35 @@ static void json_num(k2p_buf *b, const char *key, const char *val)
     k2p_buf_puts(b, *val ? val : "null");
 }
 
+static char *target_or_report(const k2p_config *cfg)
+{
+    char *t = k2p_pg_target_name(cfg->schema, cfg->table);
+    if (!t)
+        fprintf(stderr, "kinesis2pg: --schema and --table must be 1 to 63 bytes\n");
+    return t;
+}
+
 int k2p_cmd_status(const k2p_config *cfg)
 {
-    PGconn *c = connect_or_report(cfg);
+    char *target = target_or_report(cfg);
+    PGconn *c = target ? connect_or_report(cfg) : NULL;
     PGresult *shards = NULL, *runs = NULL;
     int rc = 1;
 
-    if (!c)
-        return 1;
-    if (!(shards = q(c, sql_shards, cfg->stream)) || !(runs = q(c, sql_runs, cfg->stream)))
+    if (!c) {
+        free(target);
+        return target ? 1 : 2;
+    }
+    if (!(shards = q(c, sql_shards, cfg->stream, target)) ||
+        !(runs = q(c, sql_runs, cfg->stream, target)))
         goto out;
     if (cfg->json) {
         k2p_buf b;
         k2p_buf_init(&b, 0);
         k2p_buf_puts(&b, "{\"stream\":");
         k2p_buf_put_json_str(&b, cfg->stream, strlen(cfg->stream));
+        k2p_buf_puts(&b, ",\"target\":");
+        k2p_buf_put_json_str(&b, target, strlen(target));
         k2p_buf_puts(&b, ",\"shards\":[");
         for (int i = 0; i < PQntuples(shards); i++) {
             k2p_buf_puts(&b, i ? ",{" : "{");
@@ -120,7 +136,7 @@ int k2p_cmd_status(const k2p_config *cfg)
         fwrite(b.data, 1, b.len, stdout);
         k2p_buf_deinit(&b);
     } else {
-        printf("stream %s: %d shard(s)\n", cfg->stream, PQntuples(shards));
+        printf("stream %s -> %s: %d shard(s)\n", cfg->stream, target, PQntuples(shards));
         printf("  %-24s %-12s %-8s %-58s %s\n", "shard", "state", "dead", "checkpoint / start",
                "updated");
         for (int i = 0; i < PQntuples(shards); i++) {
@@ -142,6 +158,7 @@ out:
     PQclear(shards);
     PQclear(runs);
     PQfinish(c);
+    free(target);
     return rc;
 }
 
@@ -149,43 +166,59 @@ int k2p_cmd_reset(const k2p_config *cfg)
 {
     PGconn *c;
     k2p_err err = {0};
-    const char *params[] = {cfg->stream};
+    char *target = target_or_report(cfg);
     int rc;
 
+    if (!target)
+        return 2;
     if (!cfg->yes) {
         char line[16];
         if (!isatty(0)) {
             fprintf(stderr, "kinesis2pg: reset needs --yes when not run from a terminal\n");
+            free(target);
             return 2;
         }
         fprintf(stderr,
-                "Forget every checkpoint of stream '%s'? The next load starts again from "
-                "--from. [y/N] ",
-                cfg->stream);
+                "Forget every checkpoint of stream '%s' into %s? The next load starts again "
+                "from --from. [y/N] ",
+                cfg->stream, target);
         if (!fgets(line, sizeof line, stdin) || (line[0] != 'y' && line[0] != 'Y')) {
             fprintf(stderr, "kinesis2pg: nothing changed\n");
+            free(target);
             return 1;
         }
     }
-    if (!(c = connect_or_report(cfg)))
+    if (!(c = connect_or_report(cfg))) {
+        free(target);
         return 1;
-    /* The loader's per-stream lock: never reset under a running load. */
-    rc = k2p_pg_lock_stream(c, cfg->stream, &err);
-    if (!rc)
-        rc = k2p_pg_exec(c, "BEGIN", 0, NULL, &err);
-    if (!rc)
-        rc = k2p_pg_exec(c, "DELETE FROM kinesis2pg.ledger WHERE stream = $1", 1, params, &err);
-    if (!rc)
-        rc = k2p_pg_exec(c, "DELETE FROM kinesis2pg.checkpoints WHERE stream = $1", 1, params,
-                         &err);
-    if (!rc)
-        rc = k2p_pg_exec(c, "DELETE FROM kinesis2pg.runs WHERE stream = $1", 1, params, &err);
-    if (!rc)
-        rc = k2p_pg_exec(c, "COMMIT", 0, NULL, &err);
+    }
+    {
+        const char *params[] = {cfg->stream, target};
+        /* The loader's lock: never reset under a running load. */
+        rc = k2p_pg_lock_stream(c, cfg->stream, target, &err);
+        if (!rc)
+            rc = k2p_pg_exec(c, "BEGIN", 0, NULL, &err);
+        if (!rc)
+            rc = k2p_pg_exec(c, "DELETE FROM kinesis2pg.ledger WHERE stream = $1 AND target = $2",
+                             2, params, &err);
+        if (!rc)
+            rc = k2p_pg_exec(c,
+                             "DELETE FROM kinesis2pg.checkpoints WHERE stream = $1 AND target = $2",
+                             2, params, &err);
+        if (!rc)
+            rc = k2p_pg_exec(c, "DELETE FROM kinesis2pg.runs WHERE stream = $1 AND target = $2", 2,
+                             params, &err);
+        if (!rc)
+            rc = k2p_pg_exec(c, "COMMIT", 0, NULL, &err);
+    }
     if (rc)
-        fprintf(stderr, "kinesis2pg: reset of stream '%s' failed: %s\n", cfg->stream, err.msg);
+        fprintf(stderr, "kinesis2pg: reset of stream '%s' into %s failed: %s\n", cfg->stream,
+                target, err.msg);
     else
-        fprintf(stderr, "kinesis2pg: checkpoints of stream '%s' forgotten\n", cfg->stream);
+        fprintf(stderr, "kinesis2pg: checkpoints of stream '%s' into %s forgotten (rows in the "
+                        "table and dead letters are kept)\n",
+                cfg->stream, target);
     PQfinish(c);
+    free(target);
     return rc ? 1 : 0;
 }

@@ -95,8 +95,9 @@ static int persist(k2p_loader *L, bool *notify, k2p_err *err)
      * a second (DESIGN §1 rule 3), never backwards. */
     k2p_pg_format_ts(L->run_started_us - 1000000, ts);
     {
-        const char *p1[] = {L->o->stream, ids.data, seqs.data, closed.data, empty.data, ts};
-        const char *p2[] = {L->o->stream, ids.data, seqs.data};
+        const char *p1[] = {L->o->stream, ids.data, seqs.data, closed.data, empty.data, ts,
+                            L->qualified_table};
+        const char *p2[] = {L->o->stream, ids.data, seqs.data, L->qualified_table};
         if ((rc = k2p_pg_exec(L->ckpt_conn, "BEGIN", 0, NULL, err)) ||
             (rc = k2p_pg_exec(
                  L->ckpt_conn,
@@ -109,14 +110,14 @@ static int persist(k2p_loader *L, bool *notify, k2p_err *err)
                  "updated_at = now() "
                  "FROM unnest($2::text[], $3::numeric[], $4::bool[], $5::bool[]) "
                  "  AS u(shard_id, seq, closed, empty) "
-                 "WHERE c.stream = $1 AND c.shard_id = u.shard_id",
-                 6, p1, err)) ||
+                 "WHERE c.stream = $1 AND c.target = $7 AND c.shard_id = u.shard_id",
+                 7, p1, err)) ||
             (rc = k2p_pg_exec(L->ckpt_conn,
                               "DELETE FROM kinesis2pg.ledger l "
                               "USING unnest($2::text[], $3::numeric[]) AS u(shard_id, seq) "
-                              "WHERE l.stream = $1 AND l.shard_id = u.shard_id "
-                              "AND l.last_seq <= u.seq",
-                              3, p2, err)) ||
+                              "WHERE l.stream = $1 AND l.target = $4 "
+                              "AND l.shard_id = u.shard_id AND l.last_seq <= u.seq",
+                              4, p2, err)) ||
             (rc = k2p_pg_exec(L->ckpt_conn, "COMMIT", 0, NULL, err))) {
             if (!k2p_pg_conn_broken(L->ckpt_conn))
                 k2p_pg_exec(L->ckpt_conn, "ROLLBACK", 0, NULL, NULL);

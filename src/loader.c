@@ -166,8 +166,8 @@ static int add_shard(k2p_loader *L, PGconn *conn, const k2p_shard *ls, const k2p
         parents[np++] = ls->adjacent_parent_shard_id;
     plan = k2p_plan_shard(&L->state, ls->shard_id, parents, np, ctx);
     if (plan.is_new) {
-        rc = k2p_pg_add_shard(conn, L->o->stream, ls->shard_id, parents, np, plan.start_at_us,
-                              err);
+        rc = k2p_pg_add_shard(conn, L->o->stream, L->qualified_table, ls->shard_id, parents, np,
+                              plan.start_at_us, err);
         if (rc)
             return rc;
         if (state_add(&L->state, ls->shard_id, parents, np, plan.start_at_us))
@@ -319,9 +319,9 @@ static void print_summary(k2p_loader *L, const k2p_load_result *res, const char 
         fprintf(f, "  %lld records were already committed by an interrupted run and skipped\n",
                 (long long)res->skipped);
     if (res->dead)
-        fprintf(f, "  dead letters: SELECT shard_id, seq_no, reason FROM kinesis2pg.dead_letters "
-                   "WHERE stream = '%s'\n",
-                L->o->stream);
+        fprintf(f, "  dead letters: kinesis2pg status --stream %s, or SELECT shard_id, seq_no, "
+                   "reason FROM kinesis2pg.dead_letters WHERE stream = '%s'\n",
+                L->o->stream, L->o->stream);
 }
 
 /* ---- the run ------------------------------------------------------------------------------- */
@@ -394,19 +394,6 @@ static void loader_deinit(k2p_loader *L)
     pthread_mutex_destroy(&L->shards_mu);
 }
 
-/* "schema"."table", quoted, for messages. */
-static char *qualify(const char *schema, const char *table)
-{
-    k2p_buf b;
-    k2p_buf_init(&b, 0);
-    if (k2p_pg_quote_ident(&b, schema, strlen(schema)) || k2p_buf_putc(&b, '.') ||
-        k2p_pg_quote_ident(&b, table, strlen(table))) {
-        k2p_buf_deinit(&b);
-        return NULL;
-    }
-    return k2p_buf_steal(&b, NULL);
-}
-
 int k2p_load_run(const k2p_load_opts *o, k2p_load_result *res, k2p_err *err)
 {
     k2p_loader L;
@@ -460,19 +447,21 @@ int k2p_load_run(const k2p_load_opts *o, k2p_load_result *res, k2p_err *err)
         rc = err->code;
         goto out;
     }
-    if ((rc = k2p_pg_setup(conn, o->schema, o->table, o->raw, o->primary_key, err)) ||
-        (rc = k2p_pg_lock_stream(conn, o->stream, err)) ||
-        (rc = k2p_pg_load_state(conn, o->stream, &L.state, err)))
+    if ((rc = k2p_pg_setup(conn, o->schema, o->table, o->raw, o->primary_key, err)))
         goto out;
-    if (!(L.qualified_table = qualify(o->schema, o->table))) {
+    if (!(L.qualified_table = k2p_pg_target_name(o->schema, o->table))) {
         rc = k2p_err_set(err, K2P_ENOMEM, "out of memory");
         goto out;
     }
+    if ((rc = k2p_pg_lock_stream(conn, o->stream, L.qualified_table, err)) ||
+        (rc = k2p_pg_load_state(conn, o->stream, L.qualified_table, &L.state, err)))
+        goto out;
     L.run_started_us = k2p_wall_us();
     ctx.from = o->from;
     ctx.run_started_us = L.run_started_us;
     ctx.prev_run_started_us = L.state.prev_run_started_us;
-    if ((rc = k2p_pg_run_begin(conn, o->stream, L.run_started_us, &run_id, err)))
+    if ((rc = k2p_pg_run_begin(conn, o->stream, L.qualified_table, L.run_started_us, &run_id,
+                               err)))
         goto out;
 
     /* Writers and the checkpoint thread first: readers push to them. */

@@ -16,25 +16,28 @@ static const char state_ddl[] =
     "CREATE SCHEMA IF NOT EXISTS kinesis2pg;\n"
     "CREATE TABLE IF NOT EXISTS kinesis2pg.checkpoints (\n"
     "  stream text NOT NULL,\n"
+    "  target text NOT NULL,\n"
     "  shard_id text NOT NULL,\n"
     "  sequence_number numeric,\n"
     "  start_at timestamptz,\n"
     "  parent_shard_ids text[] NOT NULL DEFAULT '{}',\n"
     "  closed boolean NOT NULL DEFAULT false,\n"
     "  updated_at timestamptz NOT NULL DEFAULT now(),\n"
-    "  PRIMARY KEY (stream, shard_id));\n"
+    "  PRIMARY KEY (stream, target, shard_id));\n"
     "CREATE TABLE IF NOT EXISTS kinesis2pg.ledger (\n"
     "  stream text NOT NULL,\n"
+    "  target text NOT NULL,\n"
     "  shard_id text NOT NULL,\n"
     "  first_seq numeric NOT NULL,\n"
     "  last_seq numeric NOT NULL,\n"
     "  rows integer NOT NULL,\n"
     "  committed_at timestamptz NOT NULL DEFAULT now());\n"
     "CREATE INDEX IF NOT EXISTS ledger_stream_shard_idx\n"
-    "  ON kinesis2pg.ledger (stream, shard_id, last_seq);\n"
+    "  ON kinesis2pg.ledger (stream, target, shard_id, last_seq);\n"
     "CREATE TABLE IF NOT EXISTS kinesis2pg.runs (\n"
     "  id bigserial PRIMARY KEY,\n"
     "  stream text NOT NULL,\n"
+    "  target text NOT NULL,\n"
     "  started_at timestamptz NOT NULL,\n"
     "  finished_at timestamptz,\n"
     "  rows bigint NOT NULL DEFAULT 0,\n"
@@ -42,16 +45,17 @@ static const char state_ddl[] =
     "  dead_letters bigint NOT NULL DEFAULT 0,\n"
     "  status text NOT NULL,\n"
     "  message text);\n"
-    "CREATE INDEX IF NOT EXISTS runs_stream_idx ON kinesis2pg.runs (stream, started_at);\n"
+    "CREATE INDEX IF NOT EXISTS runs_stream_idx ON kinesis2pg.runs (stream, target, started_at);\n"
     "CREATE TABLE IF NOT EXISTS kinesis2pg.dead_letters (\n"
     "  stream text NOT NULL,\n"
+    "  target text NOT NULL,\n"
     "  shard_id text NOT NULL,\n"
     "  seq_no numeric NOT NULL,\n"
     "  reason text NOT NULL,\n"
     "  data bytea,\n"
     "  at timestamptz NOT NULL DEFAULT now());\n"
     "CREATE INDEX IF NOT EXISTS dead_letters_stream_idx\n"
-    "  ON kinesis2pg.dead_letters (stream, shard_id, seq_no);\n";
+    "  ON kinesis2pg.dead_letters (stream, target, shard_id, seq_no);\n";
 
 void k2p_pg_format_ts(int64_t us, char out[K2P_TS_BUF])
 {
@@ -199,20 +203,22 @@ out:
     return rc;
 }
 
-int k2p_pg_lock_stream(PGconn *c, const char *stream, k2p_err *err)
+int k2p_pg_lock_stream(PGconn *c, const char *stream, const char *target, k2p_err *err)
 {
-    const char *params[] = {stream};
-    PGresult *r = PQexecParams(c, "SELECT pg_try_advisory_lock(hashtext('kinesis2pg:' || $1))", 1,
-                               NULL, params, NULL, NULL, 0);
+    const char *params[] = {stream, target};
+    PGresult *r = PQexecParams(c,
+                               "SELECT pg_try_advisory_lock(hashtext('kinesis2pg:' || $1 || ':' "
+                               "|| $2))",
+                               2, NULL, params, NULL, NULL, 0);
     int rc = 0;
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         char msg[300];
         rc = k2p_err_set(err, K2P_EIO, "PostgreSQL: %s", pg_msg(c, r, msg, sizeof msg));
     } else if (strcmp(PQgetvalue(r, 0, 0), "t") != 0) {
         rc = k2p_err_set(err, K2P_EINUSE,
-                         "another kinesis2pg is loading stream '%s' into this database; "
-                         "wait for it to finish",
-                         stream);
+                         "another kinesis2pg is loading stream '%s' into %s; wait for it to "
+                         "finish",
+                         stream, target);
     }
     PQclear(r);
     return rc;
@@ -258,9 +264,10 @@ static int query(PGconn *c, const char *sql, int n, const char *const *params, P
     return 0;
 }
 
-int k2p_pg_load_state(PGconn *c, const char *stream, k2p_stream_state *out, k2p_err *err)
+int k2p_pg_load_state(PGconn *c, const char *stream, const char *target, k2p_stream_state *out,
+                      k2p_err *err)
 {
-    const char *params[] = {stream};
+    const char *params[] = {stream, target};
     PGresult *r = NULL;
     int rc, n;
 
@@ -270,8 +277,8 @@ int k2p_pg_load_state(PGconn *c, const char *stream, k2p_stream_state *out, k2p_
                "SELECT shard_id, sequence_number::text, "
                "(extract(epoch FROM start_at) * 1000000)::bigint, closed, "
                "parent_shard_ids[1], parent_shard_ids[2] "
-               "FROM kinesis2pg.checkpoints WHERE stream = $1 ORDER BY shard_id",
-               1, params, &r, err);
+               "FROM kinesis2pg.checkpoints WHERE stream = $1 AND target = $2 ORDER BY shard_id",
+               2, params, &r, err);
     if (rc)
         return rc;
     n = PQntuples(r);
@@ -300,10 +307,11 @@ int k2p_pg_load_state(PGconn *c, const char *stream, k2p_stream_state *out, k2p_
     rc = query(c,
                "SELECT l.shard_id, l.first_seq::text, l.last_seq::text "
                "FROM kinesis2pg.ledger l LEFT JOIN kinesis2pg.checkpoints c "
-               "  ON c.stream = l.stream AND c.shard_id = l.shard_id "
-               "WHERE l.stream = $1 AND (c.sequence_number IS NULL OR l.last_seq > c.sequence_number) "
+               "  ON c.stream = l.stream AND c.target = l.target AND c.shard_id = l.shard_id "
+               "WHERE l.stream = $1 AND l.target = $2 "
+               "  AND (c.sequence_number IS NULL OR l.last_seq > c.sequence_number) "
                "ORDER BY l.shard_id, l.first_seq",
-               1, params, &r, err);
+               2, params, &r, err);
     if (rc)
         return rc;
     n = PQntuples(r);
@@ -326,8 +334,8 @@ int k2p_pg_load_state(PGconn *c, const char *stream, k2p_stream_state *out, k2p_
 
     rc = query(c,
                "SELECT (extract(epoch FROM max(started_at)) * 1000000)::bigint "
-               "FROM kinesis2pg.runs WHERE stream = $1",
-               1, params, &r, err);
+               "FROM kinesis2pg.runs WHERE stream = $1 AND target = $2",
+               2, params, &r, err);
     if (rc)
         return rc;
     if (!PQgetisnull(r, 0, 0)) {
@@ -339,7 +347,7 @@ int k2p_pg_load_state(PGconn *c, const char *stream, k2p_stream_state *out, k2p_
     return 0;
 }
 
-int k2p_pg_add_shard(PGconn *c, const char *stream, const char *shard_id,
+int k2p_pg_add_shard(PGconn *c, const char *stream, const char *target, const char *shard_id,
                      const char *const *parents, size_t n_parents, int64_t start_at_us,
                      k2p_err *err)
 {
@@ -358,30 +366,31 @@ int k2p_pg_add_shard(PGconn *c, const char *stream, const char *shard_id,
     if (start_at_us >= 0)
         k2p_pg_format_ts(start_at_us, ts);
     {
-        const char *params[] = {stream, shard_id, start_at_us >= 0 ? ts : NULL, arr.data};
+        const char *params[] = {stream, target, shard_id, start_at_us >= 0 ? ts : NULL,
+                                arr.data};
         rc = k2p_pg_exec(c,
-                         "INSERT INTO kinesis2pg.checkpoints (stream, shard_id, start_at, "
-                         "parent_shard_ids) VALUES ($1, $2, $3, $4) "
-                         "ON CONFLICT (stream, shard_id) DO NOTHING",
-                         4, params, err);
+                         "INSERT INTO kinesis2pg.checkpoints (stream, target, shard_id, start_at, "
+                         "parent_shard_ids) VALUES ($1, $2, $3, $4, $5) "
+                         "ON CONFLICT (stream, target, shard_id) DO NOTHING",
+                         5, params, err);
     }
     k2p_buf_deinit(&arr);
     return rc;
 }
 
-int k2p_pg_run_begin(PGconn *c, const char *stream, int64_t started_us, int64_t *run_id,
-                     k2p_err *err)
+int k2p_pg_run_begin(PGconn *c, const char *stream, const char *target, int64_t started_us,
+                     int64_t *run_id, k2p_err *err)
 {
     char ts[K2P_TS_BUF];
     PGresult *r = NULL;
     int rc;
     k2p_pg_format_ts(started_us, ts);
     {
-        const char *params[] = {stream, ts};
+        const char *params[] = {stream, target, ts};
         rc = query(c,
-                   "INSERT INTO kinesis2pg.runs (stream, started_at, status) "
-                   "VALUES ($1, $2, 'running') RETURNING id",
-                   2, params, &r, err);
+                   "INSERT INTO kinesis2pg.runs (stream, target, started_at, status) "
+                   "VALUES ($1, $2, $3, 'running') RETURNING id",
+                   3, params, &r, err);
     }
     if (rc)
         return rc;
@@ -407,4 +416,16 @@ int k2p_pg_run_end(PGconn *c, int64_t run_id, int64_t rows, int64_t bytes, int64
                            "WHERE id = $1",
                            6, params, err);
     }
+}
+
+char *k2p_pg_target_name(const char *schema, const char *table)
+{
+    k2p_buf b;
+    k2p_buf_init(&b, 0);
+    if (k2p_pg_quote_ident(&b, schema, strlen(schema)) || k2p_buf_putc(&b, '.') ||
+        k2p_pg_quote_ident(&b, table, strlen(table))) {
+        k2p_buf_deinit(&b);
+        return NULL;
+    }
+    return k2p_buf_steal(&b, NULL);
 }

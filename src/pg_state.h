@@ -52,22 +52,30 @@ void k2p_pg_describe(PGconn *c, char *out, size_t n);
 int k2p_pg_setup(PGconn *c, const char *schema, const char *table, bool raw, bool primary_key,
                  k2p_err *err);
 
-/* Takes a session advisory lock for the stream: one loader per stream at a time. */
-int k2p_pg_lock_stream(PGconn *c, const char *stream, k2p_err *err);
+/* The loader's state is kept per (stream, target): the same stream can be loaded into two
+ * tables, each with its own positions. target is k2p_pg_target_name(schema, table). */
+
+/* "schema"."table", quoted (heap), or NULL when a name is empty, longer than 63 bytes or has
+ * a NUL. */
+char *k2p_pg_target_name(const char *schema, const char *table);
+
+/* Takes a session advisory lock for (stream, target): one loader at a time. */
+int k2p_pg_lock_stream(PGconn *c, const char *stream, const char *target, k2p_err *err);
 
 /* Reads checkpoints, ledger ranges above them and the previous run's start. */
-int k2p_pg_load_state(PGconn *c, const char *stream, k2p_stream_state *out, k2p_err *err);
+int k2p_pg_load_state(PGconn *c, const char *stream, const char *target, k2p_stream_state *out,
+                      k2p_err *err);
 
 /* Records where a shard without a checkpoint starts (start_at_us -1 = TRIM_HORIZON). Does
  * nothing when the shard already has a row. */
-int k2p_pg_add_shard(PGconn *c, const char *stream, const char *shard_id,
+int k2p_pg_add_shard(PGconn *c, const char *stream, const char *target, const char *shard_id,
                      const char *const *parents, size_t n_parents, int64_t start_at_us,
                      k2p_err *err);
 
 /* Inserts a runs row with status 'running' started at started_us (the loader's clock, which
  * also positions Kinesis iterators); returns its id. */
-int k2p_pg_run_begin(PGconn *c, const char *stream, int64_t started_us, int64_t *run_id,
-                     k2p_err *err);
+int k2p_pg_run_begin(PGconn *c, const char *stream, const char *target, int64_t started_us,
+                     int64_t *run_id, k2p_err *err);
 int k2p_pg_run_end(PGconn *c, int64_t run_id, int64_t rows, int64_t bytes, int64_t dead,
                    const char *status, const char *message, k2p_err *err);
 

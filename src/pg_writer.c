@@ -219,17 +219,18 @@ static int commit_pending(k2p_writer *w, pending *p, k2p_err *err)
     }
     if (dead &&
         (rc = copy_in(w,
-                      "COPY kinesis2pg.dead_letters (stream, shard_id, seq_no, reason, data) "
+                      "COPY kinesis2pg.dead_letters (stream, target, shard_id, seq_no, reason, data) "
                       "FROM STDIN (FORMAT binary)",
                       p, offsetof(k2p_batch, dead), "COPY into kinesis2pg.dead_letters", err)))
         goto out;
     {
-        const char *params[] = {L->o->stream, shards.data, firsts.data, lasts.data, counts.data};
+        const char *params[] = {L->o->stream, shards.data, firsts.data, lasts.data, counts.data,
+                                L->qualified_table};
         rc = exec_cmd(w,
-                      "INSERT INTO kinesis2pg.ledger (stream, shard_id, first_seq, last_seq, rows) "
-                      "SELECT $1, s, f, l, n FROM unnest($2::text[], $3::numeric[], "
-                      "$4::numeric[], $5::int[]) AS u(s, f, l, n)",
-                      5, params, "ledger insert", err);
+                      "INSERT INTO kinesis2pg.ledger (stream, target, shard_id, first_seq, "
+                      "last_seq, rows) SELECT $1, $6, s, f, l, n FROM unnest($2::text[], "
+                      "$3::numeric[], $4::numeric[], $5::int[]) AS u(s, f, l, n)",
+                      6, params, "ledger insert", err);
         if (rc)
             goto out;
     }

@@ -103,16 +103,17 @@ static int put_field(k2p_buf *out, const void *p, size_t n)
     return k2p_buf_append(out, len, 4) || k2p_buf_append(out, p, n) ? K2P_ENOMEM : 0;
 }
 
-/* Appends a dead_letters tuple: stream, shard_id, seq_no numeric, reason, data bytea. */
+/* Appends a dead_letters tuple: stream, target, shard_id, seq_no numeric, reason, data bytea. */
 static int put_dead(k2p_buf *out, const k2p_shard_rt *s, const k2p_record *r, const char *reason)
 {
     unsigned char num[K2P_NUMERIC_MAX_BYTES];
     size_t nl = k2p_copy_numeric(r->seq, r->seq_len, num);
     size_t before = out->len;
-    const char *stream = s->L->o->stream;
+    const char *stream = s->L->o->stream, *target = s->L->qualified_table;
     if (!nl)
         return K2P_EINVAL;
-    if (k2p_buf_append(out, "\0\5", 2) || put_field(out, stream, strlen(stream)) ||
+    if (k2p_buf_append(out, "\0\6", 2) || put_field(out, stream, strlen(stream)) ||
+        put_field(out, target, strlen(target)) ||
         put_field(out, s->shard_id, strlen(s->shard_id)) || put_field(out, num, nl) ||
         put_field(out, reason, strlen(reason)) || put_field(out, r->data, r->data_len)) {
         out->len = before;
