@@ -178,6 +178,15 @@ int k2p_pg_setup(PGconn *c, const char *schema, const char *table, bool raw, boo
                         schema, table, detail);
         goto out;
     }
+    /* Records are validated as UTF-8 (text columns, jsonb): the database must store UTF8. */
+    {
+        const char *enc = PQparameterStatus(c, "server_encoding");
+        if (enc && strcmp(enc, "UTF8") != 0) {
+            rc = k2p_err_set(err, K2P_ECONFIG,
+                             "database encoding is %s; kinesis2pg needs a UTF8 database", enc);
+            goto out;
+        }
+    }
     /* The data column must match --raw: loading jsonb into bytea (or back) would fail later. */
     {
         const char *params[] = {schema, table};
