@@ -40,5 +40,9 @@ fuzz: setup
 	cmake --build build-fuzz -j $(JOBS)
 	cd build-fuzz && ctest $(CTEST_FLAGS) -L fuzz
 
+# The demo: kinesalite + a throw-away PostgreSQL, 10,000 sample records loaded and shown.
+demo:
+	@bash scripts/demo.sh
+
 clean:
 	rm -rf build build-asan build-tsan build-fuzz

@@ -131,7 +131,7 @@ static const opt opts[O_COUNT] = {
     [O_MAX_MESSAGES] = {"max-messages", 0, "N", T_INT, "0", "unlimited", {NULL},
                         "sources.kinesis.max_number_of_messages", C_LOAD | C_TAIL, 0, 0,
                         INT64_MAX, NULL, NULL, OFF(max_messages),
-                        "stop after about N records this run (may exceed by one chunk); "
+                        "read at most N records this run (the shards share the budget); "
                         "0 = unlimited"},
     [O_MS_BEHIND] = {"ms-behind-latest", 0, "MS", T_INT, "1000", NULL, {NULL},
                      "sources.kinesis.milliseconds_behind_latest", C_LOAD | C_TAIL, 0, 0,

@@ -513,6 +513,11 @@ size_t k2p_json_error_format(const k2p_json_error *err, char *buf, size_t cap)
     case K2P_JSON_TOO_LARGE:
         n = snprintf(buf, cap, "%s", k2p_json_reason_str(err->reason));
         break;
+    case K2P_JSON_NUL:
+    case K2P_JSON_UTF8:
+        /* The detail only repeats the reason. */
+        n = snprintf(buf, cap, "%s at byte %zu", k2p_json_reason_str(err->reason), err->offset);
+        break;
     default:
         n = snprintf(buf, cap, "%s at byte %zu: %s", k2p_json_reason_str(err->reason), err->offset,
                      err->detail ? err->detail : "");

@@ -87,6 +87,18 @@ out:
     return rc;
 }
 
+/* Aborts a transfer in flight when the cancel flag is raised (SIGTERM: stop now, not after a
+ * 30 s timeout). */
+static int on_progress(void *ud, curl_off_t dlt, curl_off_t dln, curl_off_t ult, curl_off_t uln)
+{
+    const k2p_kinesis *k = ud;
+    (void)dlt;
+    (void)dln;
+    (void)ult;
+    (void)uln;
+    return k->cancel && atomic_load(k->cancel);
+}
+
 static size_t on_body(char *p, size_t size, size_t nmemb, void *ud)
 {
     k2p_kinesis *k = ud;
@@ -151,7 +163,10 @@ k2p_kinesis *k2p_kinesis_new(const k2p_kinesis_opts *opts, k2p_err *err)
         curl_easy_setopt(k->curl, CURLOPT_SSL_VERIFYHOST, 2L) != CURLE_OK ||
         curl_easy_setopt(k->curl, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK ||
         curl_easy_setopt(k->curl, CURLOPT_FOLLOWLOCATION, 0L) != CURLE_OK ||
-        curl_easy_setopt(k->curl, CURLOPT_POST, 1L) != CURLE_OK) {
+        curl_easy_setopt(k->curl, CURLOPT_POST, 1L) != CURLE_OK ||
+        curl_easy_setopt(k->curl, CURLOPT_XFERINFOFUNCTION, on_progress) != CURLE_OK ||
+        curl_easy_setopt(k->curl, CURLOPT_XFERINFODATA, k) != CURLE_OK ||
+        curl_easy_setopt(k->curl, CURLOPT_NOPROGRESS, 0L) != CURLE_OK) {
         k2p_err_set(err, K2P_EIO, "libcurl refused an option for endpoint %s", k->url);
         goto fail;
     }
@@ -220,6 +235,8 @@ static int classify_curl(k2p_kinesis *k, CURLcode cc, const char *op, k2p_err *e
     case CURLE_UNSUPPORTED_PROTOCOL:
     case CURLE_URL_MALFORMAT:
         return k2p_err_set(err, K2P_ECONFIG, "Kinesis %s: endpoint %s: %s", op, k->url, detail);
+    case CURLE_ABORTED_BY_CALLBACK:
+        return k2p_err_set(err, K2P_ERETRY, "Kinesis %s: cancelled (stopping)", op);
     case CURLE_WRITE_ERROR:
         return k2p_err_set(err, K2P_EFATAL, "Kinesis %s: response from %s larger than %zu bytes",
                            op, k->url, K2P_RESPONSE_MAX);

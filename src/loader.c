@@ -187,6 +187,7 @@ static int add_shard(k2p_loader *L, PGconn *conn, const k2p_shard *ls, const k2p
     s->start_seq = k2p_strdup(plan.seq);
     s->start_at_us = plan.start_at_us;
     s->had_checkpoint_seq = plan.seq != NULL;
+    s->closed_at_listing = ls->ending_seq != NULL;
     if (c) {
         s->skip = c->ledger;
         s->n_skip = c->n_ledger;
@@ -578,7 +579,7 @@ stop:
         status = "failed";
     else if (o->stop && *o->stop)
         status = "interrupted";
-    else if (o->max_messages && atomic_load(&L.records_read) >= o->max_messages)
+    else if (o->max_messages && atomic_load(&L.quota_claimed) >= o->max_messages)
         status = "max-messages";
     if (run_id >= 0 && conn) {
         k2p_err e2 = {0};

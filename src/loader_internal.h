@@ -61,6 +61,7 @@ typedef struct k2p_shard_rt {
     bool had_checkpoint_seq;
     int64_t filter_before_us; /* reader: skip records until one arrived at/after this (0: off) */
     bool closed_in_state; /* finished in an earlier run */
+    bool closed_at_listing; /* ListShards gave an EndingSequenceNumber: read to SHARD_END */
     bool children_listed; /* coordinator: shards re-listed after this one closed */
 
     /* Reader thread. */
@@ -150,7 +151,8 @@ typedef struct k2p_loader {
     /* Run-wide flags. */
     atomic_bool stop_readers;  /* --max-messages, a signal or a fatal error */
     atomic_bool readers_done;  /* coordinator: no reader will push again */
-    atomic_llong records_read; /* for --max-messages */
+    atomic_llong records_read; /* for the summary's status */
+    atomic_llong quota_claimed; /* --max-messages: records readers may still ask for */
 
     /* Coordinator's event channel: any thread sets a flag and signals. */
     pthread_mutex_t coord_mu;

@@ -208,6 +208,35 @@ static int get_iterator(k2p_shard_rt *s, k2p_kinesis *k, char **it, k2p_err *err
     return rc;
 }
 
+/* The GetRecords Limit for the next call. With --max-messages, claims records from the run's
+ * budget first (what a call does not read is given back right after it), so a run never reads
+ * more than asked. While the budget is spent but other readers hold claims they may give back,
+ * waits; returns 0 when the budget is spent for good (or the run stops). */
+static int claim_quota(k2p_loader *L)
+{
+    const k2p_load_opts *o = L->o;
+    long long cur;
+    if (!o->max_messages)
+        return o->chunk_size;
+    cur = atomic_load(&L->quota_claimed);
+    while (!atomic_load(&L->stop_readers)) {
+        long long take = o->max_messages - cur;
+        if (take <= 0) {
+            /* Outstanding claims: claimed minus what calls have read. */
+            if (cur - atomic_load(&L->records_read) <= 0)
+                return 0;
+            nap(L, 10);
+            cur = atomic_load(&L->quota_claimed);
+            continue;
+        }
+        if (take > o->chunk_size)
+            take = o->chunk_size;
+        if (atomic_compare_exchange_weak(&L->quota_claimed, &cur, cur + take))
+            return (int)take;
+    }
+    return 0;
+}
+
 void *k2p_reader_main(void *arg)
 {
     k2p_shard_rt *s = arg;
@@ -246,13 +275,19 @@ void *k2p_reader_main(void *arg)
         k2p_batch *b;
         int64_t now, wait;
         bool caught_up;
-        int rc;
+        int rc, limit;
 
         if (atomic_load(&L->stop_readers)) {
             set_state(s, K2P_READER_STOPPED, "%s",
-                      o->max_messages && atomic_load(&L->records_read) >= o->max_messages
+                      o->max_messages && atomic_load(&L->quota_claimed) >= o->max_messages
                           ? "--max-messages reached"
                           : "signal or error");
+            break;
+        }
+        limit = claim_quota(L);
+        if (!limit) {
+            set_state(s, K2P_READER_STOPPED, "%s",
+                      atomic_load(&L->stop_readers) ? "signal or error" : "--max-messages reached");
             break;
         }
         now = k2p_now_ns();
@@ -260,7 +295,11 @@ void *k2p_reader_main(void *arg)
         if (last_call && wait > 0)
             nap(L, wait);
         last_call = k2p_now_ns();
-        rc = k2p_kinesis_get_records(k, it, o->chunk_size, &recs, &err);
+        rc = k2p_kinesis_get_records(k, it, limit, &recs, &err);
+        if (!rc)
+            atomic_fetch_add(&L->records_read, (long long)recs.n);
+        if (o->max_messages) /* give back what was claimed but not read */
+            atomic_fetch_sub(&L->quota_claimed, (long long)limit - (rc ? 0 : (long long)recs.n));
         if (rc == K2P_EEXPIRED) {
             free(it);
             it = NULL;
@@ -316,7 +355,6 @@ void *k2p_reader_main(void *arg)
         if (recs.n) {
             copy_seq(s->last_seq, recs.recs[recs.n - 1].seq, recs.recs[recs.n - 1].seq_len);
             atomic_fetch_add(&s->read_records, (long long)recs.n);
-            atomic_fetch_add(&L->records_read, (long long)recs.n);
             any_record = true;
         }
         if (!recs.next_iterator) {
@@ -328,7 +366,11 @@ void *k2p_reader_main(void *arg)
                 set_state(s, K2P_READER_STOPPED, "stopped");
             break;
         }
-        caught_up = recs.n < (size_t)o->chunk_size && recs.millis_behind < o->ms_behind_latest;
+        /* A shard ListShards reported closed is read until SHARD_END, however empty the
+         * answers: some services (kinesalite) drop NextShardIterator only after an empty read
+         * past the end, and its children may start only then. */
+        caught_up = !s->closed_at_listing && recs.n < (size_t)limit &&
+                    recs.millis_behind < o->ms_behind_latest;
         if (caught_up && !o->follow && !any_record)
             b->flags |= K2P_BATCH_TIP_EMPTY;
         if (b->covers_seq[0] || b->flags) {
@@ -345,11 +387,6 @@ void *k2p_reader_main(void *arg)
             k2p_loader_fail(L, K2P_ENOMEM, "shard %s: out of memory", s->shard_id);
             set_state(s, K2P_READER_FAILED, "out of memory");
             break;
-        }
-        if (o->max_messages && atomic_load(&L->records_read) >= o->max_messages) {
-            atomic_store(&L->stop_readers, true);
-            k2p_loader_notify(L);
-            continue; /* the loop top records why */
         }
         if (caught_up && !o->follow) {
             set_state(s, K2P_READER_CAUGHT_UP, "%s", "");

@@ -160,13 +160,12 @@ static void test_offsets_and_messages(void **state)
     assert_int_equal(validate_str("[\"ok\",\"a\\u0000b\"]", &e), K2P_JSON_NUL);
     assert_int_equal(e.offset, 8);
     k2p_json_error_format(&e, msg, sizeof msg);
-    assert_string_equal(
-        msg, "\\u0000 not allowed in jsonb at byte 8: \\u0000 cannot be stored in jsonb");
+    assert_string_equal(msg, "\\u0000 not allowed in jsonb at byte 8");
 
     assert_int_equal(validate_str("[1, \"\xc3\x28\"]", &e), K2P_JSON_UTF8);
     assert_int_equal(e.offset, 5);
     k2p_json_error_format(&e, msg, sizeof msg);
-    assert_string_equal(msg, "invalid UTF-8 at byte 5: invalid UTF-8 sequence");
+    assert_string_equal(msg, "invalid UTF-8 at byte 5");
 
     assert_int_equal(validate_str("", &e), K2P_JSON_EMPTY);
     k2p_json_error_format(&e, msg, sizeof msg);
