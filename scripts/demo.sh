@@ -52,7 +52,12 @@ bash scripts/setup.sh
 
 step "build into $BUILD/"
 cmake -S . -B "$BUILD" >/dev/null
-cmake --build "$BUILD" -j "$(nproc)" --target kinesis2pg kinesis2pg-produce
+if ! cmake --build "$BUILD" -j "$(nproc)" --target kinesis2pg kinesis2pg-produce \
+    >"$BUILD/demo-build.log" 2>&1; then
+    cat "$BUILD/demo-build.log" >&2
+    exit 1
+fi
+echo "built $BUILD/kinesis2pg and $BUILD/kinesis2pg-produce"
 loader="$here/$BUILD/kinesis2pg"
 produce="$here/$BUILD/kinesis2pg-produce"
 
