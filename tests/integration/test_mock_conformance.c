@@ -153,7 +153,7 @@ typedef struct put_log {
 } put_log;
 
 static put_log puts_of[2];
-static char rw_seq_shard0[2][K2P_SEQ_MAX_DIGITS + 1]; /* a record of conf-rw shard 0, per peer */
+static char rw_seq_shard0[2][sizeof ((k2p_put_result *)0)->seq]; /* a record of conf-rw shard 0, per peer */
 
 static put_log *puts_for(peer *p)
 {
