@@ -509,6 +509,8 @@ int k2p_load_run(const k2p_load_opts *o, k2p_load_result *res, k2p_err *err)
         pthread_mutex_unlock(&L.coord_mu);
 
         if (L.fatal_code || (o->stop && *o->stop)) {
+            if (o->stop && *o->stop)
+                atomic_store(&L.signalled, true);
             atomic_store(&L.stop_readers, true);
             break;
         }

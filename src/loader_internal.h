@@ -150,6 +150,7 @@ typedef struct k2p_loader {
 
     /* Run-wide flags. */
     atomic_bool stop_readers;  /* --max-messages, a signal or a fatal error */
+    atomic_bool signalled;     /* the coordinator saw the stop signal (threads never read o->stop) */
     atomic_bool readers_done;  /* coordinator: no reader will push again */
     atomic_llong records_read; /* for the summary's status */
     atomic_llong quota_claimed; /* --max-messages: records readers may still ask for */

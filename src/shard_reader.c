@@ -208,6 +208,16 @@ static int get_iterator(k2p_shard_rt *s, k2p_kinesis *k, char **it, k2p_err *err
     return rc;
 }
 
+/* Why the run is stopping, for the summary. */
+static const char *stop_reason(k2p_loader *L)
+{
+    if (atomic_load(&L->signalled))
+        return "signal";
+    if (L->o->max_messages && atomic_load(&L->quota_claimed) >= L->o->max_messages)
+        return "--max-messages reached";
+    return "another part of the run failed";
+}
+
 /* The GetRecords Limit for the next call. With --max-messages, claims records from the run's
  * budget first (what a call does not read is given back right after it), so a run never reads
  * more than asked. While the budget is spent but other readers hold claims they may give back,
@@ -278,16 +288,13 @@ void *k2p_reader_main(void *arg)
         int rc, limit;
 
         if (atomic_load(&L->stop_readers)) {
-            set_state(s, K2P_READER_STOPPED, "%s",
-                      o->max_messages && atomic_load(&L->quota_claimed) >= o->max_messages
-                          ? "--max-messages reached"
-                          : "signal or error");
+            set_state(s, K2P_READER_STOPPED, "%s", stop_reason(L));
             break;
         }
         limit = claim_quota(L);
         if (!limit) {
             set_state(s, K2P_READER_STOPPED, "%s",
-                      atomic_load(&L->stop_readers) ? "signal or error" : "--max-messages reached");
+                      atomic_load(&L->stop_readers) ? stop_reason(L) : "--max-messages reached");
             break;
         }
         now = k2p_now_ns();
@@ -309,7 +316,7 @@ void *k2p_reader_main(void *arg)
         }
         if (rc) {
             if (atomic_load(&L->stop_readers)) {
-                set_state(s, K2P_READER_STOPPED, "stopped");
+                set_state(s, K2P_READER_STOPPED, "%s", stop_reason(L));
                 break;
             }
             k2p_loader_fail(L, rc, "shard %s: %s", s->shard_id, err.msg);
@@ -363,7 +370,7 @@ void *k2p_reader_main(void *arg)
             if (push_batch(s, b) == 0)
                 set_state(s, K2P_READER_CLOSED, "read to SHARD_END");
             else
-                set_state(s, K2P_READER_STOPPED, "stopped");
+                set_state(s, K2P_READER_STOPPED, "%s", stop_reason(L));
             break;
         }
         /* A shard ListShards reported closed is read until SHARD_END, however empty the
@@ -375,7 +382,7 @@ void *k2p_reader_main(void *arg)
             b->flags |= K2P_BATCH_TIP_EMPTY;
         if (b->covers_seq[0] || b->flags) {
             if (push_batch(s, b) != 0) {
-                set_state(s, K2P_READER_STOPPED, "stopped");
+                set_state(s, K2P_READER_STOPPED, "%s", stop_reason(L));
                 break;
             }
         } else {
@@ -392,7 +399,9 @@ void *k2p_reader_main(void *arg)
             set_state(s, K2P_READER_CAUGHT_UP, "%s", "");
             break;
         }
-        if (caught_up)
+        /* Following the tip: sleep after an empty answer only; while records keep coming,
+         * the next call follows after poll_min_ms, which keeps latency low. */
+        if (caught_up && recs.n == 0)
             nap(L, o->idle_ms);
     }
 out:
