@@ -14,6 +14,7 @@
 #include "kinesis2pg/env.h"
 #include "kinesis2pg/loader.h"
 #include "admin.h"
+#include "tail.h"
 
 static volatile sig_atomic_t stop_requested;
 
@@ -72,6 +73,23 @@ static int cmd_load(const k2p_config *cfg, const k2p_env *env)
     return exit_code(rc);
 }
 
+static int cmd_tail(const k2p_config *cfg, const k2p_env *env)
+{
+    k2p_cred_chain *creds = k2p_config_cred_chain_new(cfg, env);
+    k2p_err err = {0};
+    int rc;
+    if (!creds) {
+        fprintf(stderr, "kinesis2pg: out of memory\n");
+        return 1;
+    }
+    install_signals();
+    rc = k2p_tail_run(cfg, creds, &stop_requested, &err);
+    if (rc && !(rc == K2P_EIO && strstr(err.msg, "stdout"))) /* a closed pipe is no error */
+        fprintf(stderr, "kinesis2pg: error: %s\n", err.msg);
+    k2p_cred_chain_free(creds);
+    return rc == K2P_EIO && strstr(err.msg, "stdout") ? 0 : exit_code(rc);
+}
+
 int main(int argc, char **argv)
 {
     const k2p_env *env = k2p_env_process();
@@ -103,10 +121,7 @@ int main(int argc, char **argv)
     case K2P_CMD_LOAD: rc = cmd_load(&cfg, env); break;
     case K2P_CMD_STATUS: rc = k2p_cmd_status(&cfg); break;
     case K2P_CMD_RESET: rc = k2p_cmd_reset(&cfg); break;
-    case K2P_CMD_TAIL:
-        fprintf(stderr, "kinesis2pg: 'tail' is not available in this version yet\n");
-        rc = 2;
-        break;
+    case K2P_CMD_TAIL: rc = cmd_tail(&cfg, env); break;
     default: rc = 2; break;
     }
     k2p_config_deinit(&cfg);

@@ -21,6 +21,7 @@
 #include "kinesis2pg/json_validate.h"
 #include "kinesis2pg/seqnum.h"
 #include "loader_internal.h"
+#include "shard_iter.h"
 
 k2p_batch *k2p_batch_new(k2p_shard_rt *s)
 {
@@ -173,39 +174,10 @@ static void set_state(k2p_shard_rt *s, k2p_reader_state st, const char *fmt, ...
     atomic_store(&s->state, (int)st);
 }
 
-/* How long an AT_TIMESTAMP GetShardIterator may take before the reader falls back. */
-#define K2P_AT_TIMESTAMP_TIMEOUT_MS 2000
-
 static int get_iterator(k2p_shard_rt *s, k2p_kinesis *k, char **it, k2p_err *err)
 {
-    k2p_iter_start st = {K2P_ITER_TRIM_HORIZON, NULL, 0, 0};
-    int rc;
-    if (s->last_seq[0]) {
-        st.type = K2P_ITER_AFTER_SEQUENCE_NUMBER;
-        st.seq = s->last_seq;
-    } else if (s->start_seq) {
-        st.type = K2P_ITER_AFTER_SEQUENCE_NUMBER;
-        st.seq = s->start_seq;
-    } else if (s->start_at_us >= 0 && !s->filter_before_us) {
-        st.type = K2P_ITER_AT_TIMESTAMP;
-        st.timestamp_us = s->start_at_us;
-        st.timeout_ms = K2P_AT_TIMESTAMP_TIMEOUT_MS;
-    }
-    rc = k2p_kinesis_get_shard_iterator(k, s->L->o->stream, s->shard_id, &st, it, err);
-    if (rc == K2P_ERETRY && st.type == K2P_ITER_AT_TIMESTAMP) {
-        /* kinesalite never answers AT_TIMESTAMP when no record arrived at or after the time
-         * (AWS answers with an iterator at the tip). Same records, read the slow way: from
-         * TRIM_HORIZON, skipping up to the first record that arrived at or after the time. */
-        fprintf(stderr,
-                "kinesis2pg: shard %s: GetShardIterator AT_TIMESTAMP did not answer in %d ms; "
-                "reading from TRIM_HORIZON and skipping records that arrived before\n",
-                s->shard_id, K2P_AT_TIMESTAMP_TIMEOUT_MS);
-        s->filter_before_us = s->start_at_us;
-        st.type = K2P_ITER_TRIM_HORIZON;
-        st.timeout_ms = 0;
-        rc = k2p_kinesis_get_shard_iterator(k, s->L->o->stream, s->shard_id, &st, it, err);
-    }
-    return rc;
+    k2p_iter_pos pos = {s->last_seq, s->start_seq, s->start_at_us, &s->filter_before_us};
+    return k2p_shard_iter_open(k, s->L->o->stream, s->shard_id, &pos, it, err);
 }
 
 /* Why the run is stopping, for the summary. */
