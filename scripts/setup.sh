@@ -9,7 +9,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 
 apt_pkgs=(build-essential make cmake pkg-config clang libclang-rt-14-dev
-          libcurl4-openssl-dev libmbedtls-dev libpq-dev libzstd-dev libcjson-dev libjansson-dev libcmocka-dev
+          libcurl4-openssl-dev libmbedtls-dev libpq-dev libzstd-dev libcjson-dev libjansson-dev libcmocka-dev libmicrohttpd-dev
           postgresql postgresql-client python3 python3-botocore python3-boto3 ca-certificates
           procps util-linux)
 
@@ -46,5 +46,19 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     echo "setup: installing Kinesis emulators (npm ci)" >&2
     (cd "$emu" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
     echo "$want" > "$stamp"
+fi
+# promtool (validates the /metrics exposition in tests), taken from Debian's prometheus package
+# without installing it: installing would register a Prometheus server daemon on this machine.
+prom="$here/.deps/prometheus"
+if [ ! -x "$prom/usr/bin/promtool" ]; then
+    echo "setup: extracting promtool from Debian's prometheus package" >&2
+    mkdir -p "$here/.deps/dl"
+    if ! (cd "$here/.deps/dl" && apt-get download prometheus >/dev/null 2>&1); then
+        apt-get update -qq   # package lists may be missing on a machine that had everything else
+        (cd "$here/.deps/dl" && apt-get download prometheus >/dev/null)
+    fi
+    dpkg-deb -x "$here"/.deps/dl/prometheus_*.deb "$prom.tmp"
+    rm -rf "$prom" && mv "$prom.tmp" "$prom"
+    rm -rf "$here/.deps/dl"
 fi
 exit 0

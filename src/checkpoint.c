@@ -128,6 +128,7 @@ static int persist(k2p_loader *L, bool *notify, k2p_err *err)
         k2p_shard_rt *s = L->shards[i];
         if (!s->ckpt_dirty)
             continue;
+        atomic_store(&s->ckpt_saved_us, k2p_wall_us());
         s->ckpt_dirty = false;
         s->ckpt_tip_empty = false;
         if (s->ckpt_closed && !atomic_load(&s->done)) {

@@ -16,6 +16,7 @@
 
 #include "kinesis2pg/buf.h"
 #include "kinesis2pg/copy_encode.h"
+#include "kinesis2pg/metrics.h"
 #include "loader_internal.h"
 #include "shard_plan.h"
 
@@ -46,6 +47,8 @@ void k2p_load_opts_from_config(k2p_load_opts *o, const k2p_config *cfg, k2p_cred
     o->idle_ms = 1000;
     o->memory_bytes = K2P_DEFAULT_MEMORY;
     o->summary = stderr;
+    o->metrics_host = cfg->metrics_host;
+    o->metrics_port = cfg->metrics_addr ? cfg->metrics_port : -1;
 }
 
 /* ---- shared services ----------------------------------------------------------------------- */
@@ -325,6 +328,146 @@ static void print_summary(k2p_loader *L, const k2p_load_result *res, const char 
                 L->o->stream, L->o->stream);
 }
 
+/* ---- metrics (called on the metrics server's thread: atomics and short locks only) --------- */
+
+static int shard_labels(k2p_buf *lb, const k2p_loader *L, const char *shard)
+{
+    k2p_buf_reset(lb);
+    return k2p_prom_label(lb, "stream", L->o->stream) || k2p_prom_label(lb, "shard", shard);
+}
+
+static int render_metrics(void *ud, k2p_buf *out)
+{
+    k2p_loader *L = ud;
+    int64_t now_us = k2p_wall_us(), mem;
+    k2p_buf lb;
+    int rc = 0;
+    static const struct {
+        const char *name, *type, *help;
+    } shard_metrics[] = {
+        {"kinesis2pg_rows_total", "counter", "Rows committed to the target table."},
+        {"kinesis2pg_dead_letters_total", "counter", "Records committed to kinesis2pg.dead_letters."},
+        {"kinesis2pg_bytes_total", "counter", "Payload bytes committed."},
+        {"kinesis2pg_records_read_total", "counter", "Records returned by GetRecords."},
+        {"kinesis2pg_records_skipped_total", "counter",
+         "Records skipped as already committed by an interrupted run."},
+        {"kinesis2pg_millis_behind_latest", "gauge", "Last MillisBehindLatest of the shard."},
+        {"kinesis2pg_checkpoint_age_seconds", "gauge",
+         "Seconds since the shard's checkpoint was last saved (-1: not yet this run)."},
+        {"kinesis2pg_ring_batches", "gauge", "Batches queued between the reader and its writer."},
+        {"kinesis2pg_shard_reading", "gauge", "1 while the shard's reader runs."},
+    };
+
+    k2p_buf_init(&lb, 0);
+    pthread_mutex_lock(&L->shards_mu);
+    for (size_t m = 0; !rc && m < K2P_ARRAY_LEN(shard_metrics); m++) {
+        rc = k2p_prom_help(out, shard_metrics[m].name, shard_metrics[m].type,
+                           shard_metrics[m].help);
+        for (size_t i = 0; !rc && i < L->n_shards; i++) {
+            k2p_shard_rt *s = L->shards[i];
+            double v = 0;
+            int64_t saved;
+            switch (m) {
+            case 0: v = (double)atomic_load(&s->committed_rows); break;
+            case 1: v = (double)atomic_load(&s->committed_dead); break;
+            case 2: v = (double)atomic_load(&s->committed_bytes); break;
+            case 3: v = (double)atomic_load(&s->read_records); break;
+            case 4: v = (double)atomic_load(&s->skipped); break;
+            case 5: v = (double)atomic_load(&s->millis_behind); break;
+            case 6:
+                saved = atomic_load(&s->ckpt_saved_us);
+                v = saved ? (double)(now_us - saved) / 1e6 : -1;
+                break;
+            case 7: v = (double)k2p_ring_size(&s->ring); break;
+            case 8: v = atomic_load(&s->state) == K2P_READER_RUNNING; break;
+            }
+            rc = shard_labels(&lb, L, s->shard_id) ||
+                 k2p_prom_sample(out, shard_metrics[m].name, lb.data, v);
+        }
+    }
+    if (!rc)
+        rc = k2p_prom_help(out, "kinesis2pg_kinesis_retries_total", "counter",
+                           "GetRecords retries, by reason (throttled: ProvisionedThroughput"
+                           "Exceeded and friends; transient: 5xx, timeouts, resets).");
+    for (size_t i = 0; !rc && i < L->n_shards; i++) {
+        k2p_shard_rt *s = L->shards[i];
+        rc = shard_labels(&lb, L, s->shard_id) || k2p_prom_label(&lb, "reason", "throttled") ||
+             k2p_prom_sample(out, "kinesis2pg_kinesis_retries_total", lb.data,
+                             (double)atomic_load(&s->retries_throttled)) ||
+             shard_labels(&lb, L, s->shard_id) || k2p_prom_label(&lb, "reason", "transient") ||
+             k2p_prom_sample(out, "kinesis2pg_kinesis_retries_total", lb.data,
+                             (double)atomic_load(&s->retries_transient));
+    }
+    pthread_mutex_unlock(&L->shards_mu);
+
+    if (!rc)
+        rc = k2p_prom_help(out, "kinesis2pg_writer_transactions_total", "counter",
+                           "Transactions committed by each writer.") ||
+             k2p_prom_help(out, "kinesis2pg_writer_busy_seconds_total", "counter",
+                           "Seconds each writer spent committing.");
+    for (int i = 0; !rc && i < L->n_writers; i++) {
+        char w[16];
+        snprintf(w, sizeof w, "%d", i);
+        k2p_buf_reset(&lb);
+        rc = k2p_prom_label(&lb, "stream", L->o->stream) || k2p_prom_label(&lb, "writer", w) ||
+             k2p_prom_sample(out, "kinesis2pg_writer_transactions_total", lb.data,
+                             (double)atomic_load(&L->writers[i].transactions)) ||
+             k2p_prom_sample(out, "kinesis2pg_writer_busy_seconds_total", lb.data,
+                             (double)atomic_load(&L->writers[i].busy_ns) / 1e9);
+    }
+    pthread_mutex_lock(&L->mem_mu);
+    mem = L->mem_used;
+    pthread_mutex_unlock(&L->mem_mu);
+    k2p_buf_reset(&lb);
+    if (!rc)
+        rc = k2p_prom_label(&lb, "stream", L->o->stream) ||
+             k2p_prom_help(out, "kinesis2pg_memory_in_flight_bytes", "gauge",
+                           "Bytes of encoded batches between readers and commit.") ||
+             k2p_prom_sample(out, "kinesis2pg_memory_in_flight_bytes", lb.data, (double)mem) ||
+             k2p_prom_help(out, "kinesis2pg_memory_budget_bytes", "gauge",
+                           "The in-flight budget; readers wait above it.") ||
+             k2p_prom_sample(out, "kinesis2pg_memory_budget_bytes", lb.data,
+                             (double)L->o->memory_bytes) ||
+             k2p_prom_label(&lb, "version", K2P_VERSION) ||
+             k2p_prom_help(out, "kinesis2pg_info", "gauge", "Build and run information.") ||
+             k2p_prom_sample(out, "kinesis2pg_info", lb.data, 1);
+    k2p_buf_deinit(&lb);
+    return rc ? K2P_ENOMEM : 0;
+}
+
+/* Ready: set up, no fatal error, every writer's connection healthy, and a GetRecords answered
+ * within the last 30 s (a reader at the tip still polls every second). */
+static int ready_check(void *ud, char *why, size_t n)
+{
+    k2p_loader *L = ud;
+    int64_t newest = 0, now = k2p_wall_us();
+    if (!atomic_load(&L->running)) {
+        snprintf(why, n, "starting or stopping");
+        return 0;
+    }
+    if (atomic_load(&L->stop_readers)) {
+        snprintf(why, n, "stopping");
+        return 0;
+    }
+    for (int i = 0; i < L->n_writers; i++)
+        if (!atomic_load(&L->writers[i].healthy)) {
+            snprintf(why, n, "writer %d cannot commit to PostgreSQL (retrying)", i);
+            return 0;
+        }
+    pthread_mutex_lock(&L->shards_mu);
+    for (size_t i = 0; i < L->n_shards; i++) {
+        int64_t t = atomic_load(&L->shards[i]->last_call_ok_us);
+        if (t > newest)
+            newest = t;
+    }
+    pthread_mutex_unlock(&L->shards_mu);
+    if (now - newest > 30000000) {
+        snprintf(why, n, "no successful GetRecords in the last 30 s");
+        return 0;
+    }
+    return 1;
+}
+
 /* ---- the run ------------------------------------------------------------------------------- */
 
 static int validate(const k2p_load_opts *o, k2p_err *err)
@@ -359,6 +502,7 @@ static int loader_init(k2p_loader *L, const k2p_load_opts *o)
         k2p_writer *w = &L->writers[i];
         w->L = L;
         w->index = i;
+        atomic_store(&w->healthy, true);
         pthread_mutex_init(&w->list_mu, NULL);
         if (k2p_ring_waiter_init(&w->wait) || k2p_ring_init(&w->to_ckpt, K2P_CKPT_RING))
             return K2P_ENOMEM;
@@ -402,6 +546,7 @@ int k2p_load_run(const k2p_load_opts *o, k2p_load_result *res, k2p_err *err)
     k2p_kinesis *k = NULL;
     k2p_kinesis_opts ko = {0};
     k2p_plan_ctx ctx;
+    k2p_metrics *metrics = NULL;
     int64_t run_id = -1, t0 = k2p_now_ns();
     int rc, writers_started = 0;
     const char *status = "ok";
@@ -413,6 +558,13 @@ int k2p_load_run(const k2p_load_opts *o, k2p_load_result *res, k2p_err *err)
     if (loader_init(&L, o)) {
         loader_deinit(&L);
         return k2p_err_set(err, K2P_ENOMEM, "out of memory");
+    }
+    if (o->metrics_port >= 0) {
+        k2p_metrics_source src = {render_metrics, ready_check, &L};
+        if (!(metrics = k2p_metrics_start(o->metrics_host, o->metrics_port, &src, err))) {
+            loader_deinit(&L);
+            return err->code;
+        }
     }
 
     /* Kinesis first: a wrong endpoint or stream is the most common mistake. */
@@ -491,6 +643,7 @@ int k2p_load_run(const k2p_load_opts *o, k2p_load_result *res, k2p_err *err)
 
     if ((rc = refresh_shards(&L, k, conn, &ctx, err)) || (rc = start_ready(&L, err)))
         goto stop;
+    atomic_store(&L.running, true);
 
     /* Wait for events: readers finishing, parents checkpointed as closed, errors, signals. */
     for (int seen = -1;;) {
@@ -550,6 +703,7 @@ int k2p_load_run(const k2p_load_opts *o, k2p_load_result *res, k2p_err *err)
     }
 
 stop:
+    atomic_store(&L.running, false);
     atomic_store(&L.stop_readers, true);
     for (size_t i = 0; i < L.n_shards; i++)
         if (L.shards[i]->thread_started)
@@ -595,6 +749,7 @@ stop:
     }
     print_summary(&L, res, status);
 out:
+    k2p_metrics_stop(metrics); /* before the state it reads goes away */
     k2p_kinesis_free(k);
     PQfinish(conn);
     loader_deinit(&L);

@@ -71,7 +71,10 @@ typedef struct k2p_shard_rt {
     struct k2p_writer *writer;
     uint64_t next_batch_no;
     char last_seq[K2P_SEQ_BUF]; /* last record consumed (reader only) */
-    int64_t millis_behind;
+    atomic_llong millis_behind;     /* last MillisBehindLatest (-1 unknown) */
+    atomic_llong last_call_ok_us;   /* wall time of the last successful GetRecords */
+    atomic_llong retries_throttled; /* copies of the reader's client stats, for metrics */
+    atomic_llong retries_transient;
     atomic_int state; /* k2p_reader_state */
     char stop_reason[160];
 
@@ -89,6 +92,7 @@ typedef struct k2p_shard_rt {
     bool ckpt_closed;
     bool ckpt_tip_empty;
     atomic_bool done; /* closed and persisted: children may start (set by checkpoint thread) */
+    atomic_llong ckpt_saved_us; /* wall time the checkpoint was last persisted (0: never) */
 } k2p_shard_rt;
 
 typedef struct k2p_batch {
@@ -119,6 +123,8 @@ typedef struct k2p_writer {
     size_t n_shards, cap_shards;
     k2p_ring to_ckpt;          /* committed batches → checkpoint thread */
     atomic_llong busy_ns;
+    atomic_llong transactions; /* committed */
+    atomic_bool healthy;       /* false while retrying a failed transaction */
 } k2p_writer;
 
 typedef struct k2p_loader {
@@ -151,6 +157,7 @@ typedef struct k2p_loader {
     /* Run-wide flags. */
     atomic_bool stop_readers;  /* --max-messages, a signal or a fatal error */
     atomic_bool signalled;     /* the coordinator saw the stop signal (threads never read o->stop) */
+    atomic_bool running;       /* set up and reading: /readyz can say ready */
     atomic_bool readers_done;  /* coordinator: no reader will push again */
     atomic_llong records_read; /* for the summary's status */
     atomic_llong quota_claimed; /* --max-messages: records readers may still ask for */

@@ -282,6 +282,7 @@ static int flush(k2p_writer *w, pending *p)
                             (long long)p->rows, rc == K2P_ERETRY ? "; gave up after 120 s" : "");
             return rc;
         }
+        atomic_store(&w->healthy, false);
         if (!said) {
             fprintf(stderr, "kinesis2pg: %s; retrying\n", err.msg);
             said = true;
@@ -290,6 +291,8 @@ static int flush(k2p_writer *w, pending *p)
     }
     if (said)
         fprintf(stderr, "kinesis2pg: writer %d: PostgreSQL is back, batch committed\n", w->index);
+    atomic_store(&w->healthy, true);
+    atomic_fetch_add(&w->transactions, 1);
     for (size_t i = 0; i < p->n; i++) {
         k2p_batch *b = p->b[i];
         k2p_shard_rt *s = b->shard;

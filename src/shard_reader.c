@@ -295,7 +295,13 @@ void *k2p_reader_main(void *arg)
             set_state(s, K2P_READER_FAILED, "%s", err.msg);
             break;
         }
-        s->millis_behind = recs.millis_behind;
+        atomic_store(&s->millis_behind, recs.millis_behind);
+        atomic_store(&s->last_call_ok_us, k2p_wall_us());
+        {
+            const k2p_kinesis_stats *ks = k2p_kinesis_get_stats(k);
+            atomic_store(&s->retries_throttled, (long long)ks->retries_throttled);
+            atomic_store(&s->retries_transient, (long long)ks->retries_transient);
+        }
 
         b = k2p_batch_new(s);
         if (!b) {

@@ -46,6 +46,8 @@ typedef struct k2p_load_opts {
     /* Set to nonzero (from a signal handler) to stop: readers stop, writers drain, exit 0. */
     volatile sig_atomic_t *stop;
     FILE *summary; /* where the end-of-run summary goes (stderr); NULL: none */
+    const char *metrics_host; /* with metrics_port >= 0: serve /metrics, /healthz, /readyz */
+    int metrics_port;         /* -1: no metrics endpoint */
 } k2p_load_opts;
 
 /* Fills opts from a parsed configuration (strings borrowed from cfg). */
