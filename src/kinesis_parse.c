@@ -7,12 +7,9 @@
 #include "kinesis2pg/kinesis_client.h"
 
 #include <cjson/cJSON.h>
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "kinesis2pg/base64.h"
-#include "kinesis2pg/seqnum.h"
 
 /* ---- errors ------------------------------------------------------------------------------ */
 
@@ -175,143 +172,7 @@ void k2p_records_deinit(k2p_records *r)
     memset(r, 0, sizeof *r);
 }
 
-static int parse_children(const cJSON *arr, k2p_records *out)
-{
-    int n = cJSON_GetArraySize(arr);
-    const cJSON *c;
-    if (n <= 0)
-        return 0;
-    out->children = calloc((size_t)n, sizeof *out->children);
-    if (!out->children)
-        return K2P_ENOMEM;
-    cJSON_ArrayForEach(c, arr)
-    {
-        k2p_child_shard *cs = &out->children[out->n_children];
-        const cJSON *parents = cJSON_GetObjectItemCaseSensitive(c, "ParentShards");
-        const cJSON *p;
-        const char *id = opt_str(c, "ShardId");
-        if (!id)
-            return K2P_EPARSE;
-        cs->shard_id = k2p_strdup(id);
-        out->n_children++;
-        if (!cs->shard_id)
-            return K2P_ENOMEM;
-        cJSON_ArrayForEach(p, parents)
-        {
-            if (!cJSON_IsString(p) || cs->n_parents >= 2)
-                return K2P_EPARSE;
-            if (!(cs->parents[cs->n_parents] = k2p_strdup(p->valuestring)))
-                return K2P_ENOMEM;
-            cs->n_parents++;
-        }
-    }
-    return 0;
-}
-
-int k2p_kinesis_parse_get_records(const char *body, size_t len, k2p_records *out, k2p_err *err)
-{
-    cJSON *root = cJSON_ParseWithLength(body, len);
-    const cJSON *recs, *r, *mbl, *children;
-    const char *next;
-    size_t n = 0, need = 0, i = 0;
-    int rc;
-
-    k2p_records_reset(out);
-    if (!cJSON_IsObject(root))
-        return parse_fail(root, err, "GetRecords body is not a JSON object");
-    recs = cJSON_GetObjectItemCaseSensitive(root, "Records");
-    if (!cJSON_IsArray(recs))
-        return parse_fail(root, err, "GetRecords without a Records array");
-
-    /* Pass 1: validate and size, so the arena is allocated once and pointers stay put. */
-    cJSON_ArrayForEach(r, recs)
-    {
-        const char *seq = opt_str(r, "SequenceNumber");
-        const char *pk = opt_str(r, "PartitionKey");
-        const char *data = opt_str(r, "Data");
-        const cJSON *ts = cJSON_GetObjectItemCaseSensitive(r, "ApproximateArrivalTimestamp");
-        size_t sl, dl;
-        if (!seq || !pk || !data || !cJSON_IsObject(r))
-            return parse_fail(root, err, "record without SequenceNumber, PartitionKey or Data");
-        sl = strlen(seq);
-        if (!k2p_seq_valid(seq, sl))
-            return parse_fail(root, err, "record with an invalid SequenceNumber");
-        if (ts && !cJSON_IsNumber(ts))
-            return parse_fail(root, err, "record with a non-numeric ApproximateArrivalTimestamp");
-        dl = strlen(data);
-        need += sl + 1 + strlen(pk) + 1 + k2p_base64_decoded_max(dl);
-        n++;
-    }
-    if (n > out->cap) {
-        k2p_record *nr = realloc(out->recs, n * sizeof *nr);
-        if (!nr) {
-            cJSON_Delete(root);
-            return k2p_err_set(err, K2P_ENOMEM, "out of memory for %zu records", n);
-        }
-        out->recs = nr;
-        out->cap = n;
-    }
-    if (k2p_buf_reserve(&out->arena, need)) {
-        cJSON_Delete(root);
-        return k2p_err_set(err, K2P_ENOMEM, "out of memory for a %zu-byte GetRecords batch",
-                           need);
-    }
-
-    /* Pass 2: copy into the arena. */
-    cJSON_ArrayForEach(r, recs)
-    {
-        k2p_record *rec = &out->recs[i++];
-        const char *seq = opt_str(r, "SequenceNumber");
-        const char *pk = opt_str(r, "PartitionKey");
-        const char *data = opt_str(r, "Data");
-        const cJSON *ts = cJSON_GetObjectItemCaseSensitive(r, "ApproximateArrivalTimestamp");
-        size_t sl = strlen(seq), pl = strlen(pk), dl = strlen(data);
-        char *a = out->arena.data + out->arena.len;
-        long dn;
-
-        memcpy(a, seq, sl + 1);
-        rec->seq = a;
-        rec->seq_len = (uint32_t)sl;
-        a += sl + 1;
-        memcpy(a, pk, pl + 1);
-        rec->pkey = a;
-        rec->pkey_len = (uint32_t)pl;
-        a += pl + 1;
-        dn = k2p_base64_decode(data, dl, (uint8_t *)a);
-        if (dn < 0) {
-            out->n = i - 1;
-            return parse_fail(root, err, "record Data is not valid base64");
-        }
-        rec->data = (const uint8_t *)a;
-        rec->data_len = (uint32_t)dn;
-        a += dn;
-        out->arena.len = (size_t)(a - out->arena.data);
-        out->data_bytes += (size_t)dn;
-        /* Fractional epoch seconds with millisecond precision: round to the millisecond so a
-         * value like 1732123456.789 does not become ...788999 µs. */
-        rec->arrival_us = 0;
-        if (ts && isfinite(ts->valuedouble) && ts->valuedouble > 0 && ts->valuedouble < 1e11)
-            rec->arrival_us = llround(ts->valuedouble * 1000.0) * 1000;
-    }
-    out->n = n;
-
-    next = opt_str(root, "NextShardIterator");
-    if (next && !(out->next_iterator = k2p_strdup(next))) {
-        cJSON_Delete(root);
-        return k2p_err_set(err, K2P_ENOMEM, "out of memory");
-    }
-    mbl = cJSON_GetObjectItemCaseSensitive(root, "MillisBehindLatest");
-    if (cJSON_IsNumber(mbl))
-        out->millis_behind = (int64_t)mbl->valuedouble;
-    children = cJSON_GetObjectItemCaseSensitive(root, "ChildShards");
-    if (cJSON_IsArray(children) && (rc = parse_children(children, out)) != 0) {
-        cJSON_Delete(root);
-        return rc == K2P_ENOMEM ? k2p_err_set(err, rc, "out of memory")
-                                : k2p_err_set(err, rc, "malformed Kinesis response: ChildShards");
-    }
-    cJSON_Delete(root);
-    return 0;
-}
+/* k2p_kinesis_parse_get_records is in kinesis_records.c (the hot path's own scanner). */
 
 /* ---- ListShards -------------------------------------------------------------------------- */
 

@@ -105,6 +105,57 @@ static void test_get_records_malformed(void **state)
     k2p_records_deinit(&r);
 }
 
+static void test_get_records_any_valid_json(void **state)
+{
+    /* Key order, unknown keys and nesting, escapes in Data and PartitionKey, null iterator. */
+    const char *body =
+        " {\"MillisBehindLatest\": 5, \"Extra\": {\"a\": [1, {\"b\": null}, \"x\\\"y\"]},\n"
+        "  \"Records\" : [ {\"EncryptionType\":\"KMS\",\"Data\":\"YWJj\\/w==\","
+        "\"PartitionKey\":\"\\ud83d\\ude00-\\u00e9\\n\",\"SequenceNumber\":\"7\","
+        "\"ApproximateArrivalTimestamp\":1.5e9} ],\n"
+        "  \"NextShardIterator\": null, \"ChildShards\": null } ";
+    k2p_records r;
+    k2p_err err;
+    (void)state;
+    k2p_records_init(&r);
+    assert_int_equal(k2p_kinesis_parse_get_records(body, strlen(body), &r, &err), 0);
+    assert_int_equal(r.n, 1);
+    assert_int_equal(r.recs[0].data_len, 4);
+    assert_memory_equal(r.recs[0].data, "abc\xff", 4);
+    assert_string_equal(r.recs[0].pkey, "\xf0\x9f\x98\x80-\xc3\xa9\n");
+    assert_int_equal(r.recs[0].pkey_len, 8);
+    assert_string_equal(r.recs[0].seq, "7");
+    assert_int_equal(r.recs[0].arrival_us, 1500000000000000LL);
+    assert_null(r.next_iterator);
+    assert_int_equal(r.millis_behind, 5);
+    k2p_records_deinit(&r);
+}
+
+static void test_get_records_rejects_what_json_rejects(void **state)
+{
+    static const char *const bad[] = {
+        "{\"Records\":[]} x",                                   /* trailing bytes */
+        "{\"Records\":[],}",                                    /* trailing comma */
+        "{\"Records\":[{\"SequenceNumber\":\"1\",\"Data\":\"\",\"PartitionKey\":\"\\ud800\"}]}",
+        "{\"Records\":[{\"SequenceNumber\":\"1\",\"Data\":\"\",\"PartitionKey\":\"a\x01\"}]}",
+        "{\"Records\":[],\"X\":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["
+        "[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}",
+        "{\"Records\":[],\"MillisBehindLatest\":1e999}",
+        "{\"Records\":[],\"NextShardIterator\":\"a\\q\"}",
+    };
+    k2p_records r;
+    k2p_err err;
+    (void)state;
+    k2p_records_init(&r);
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        int rc = k2p_kinesis_parse_get_records(bad[i], strlen(bad[i]), &r, &err);
+        if (rc != K2P_EPARSE)
+            fail_msg("case %zu: rc %d", i, rc);
+        assert_int_equal(r.n, 0);
+    }
+    k2p_records_deinit(&r);
+}
+
 static void test_list_shards(void **state)
 {
     const char *body =
@@ -217,6 +268,8 @@ int main(void)
         cmocka_unit_test(test_get_records_full),
         cmocka_unit_test(test_get_records_child_shards),
         cmocka_unit_test(test_get_records_malformed),
+        cmocka_unit_test(test_get_records_any_valid_json),
+        cmocka_unit_test(test_get_records_rejects_what_json_rejects),
         cmocka_unit_test(test_list_shards),
         cmocka_unit_test(test_classify),
         cmocka_unit_test(test_backoff_full_jitter),
