@@ -1048,8 +1048,14 @@ int k2p_config_parse(k2p_config *cfg, int argc, char **argv, const k2p_env *env,
 
 k2p_cred_chain *k2p_config_cred_chain_new(const k2p_config *cfg, const k2p_env *env)
 {
-    return k2p_cred_chain_default_new(env, cfg->aws_access_key_id, cfg->aws_secret_access_key,
-                                      cfg->aws_session_token, cfg->profile);
+    /* The configured region also picks the STS endpoint (web identity, role_arn profiles), and
+     * the CA bundle verifies https credential endpoints as it does the Kinesis endpoint. */
+    k2p_cred_chain_opts o = {cfg->aws_access_key_id,
+                             cfg->aws_secret_access_key,
+                             cfg->aws_session_token,
+                             cfg->profile,
+                             {cfg->region, cfg->ca_file, NULL}};
+    return k2p_cred_chain_standard_new(env, &o);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -1157,8 +1163,11 @@ void k2p_config_print_help(FILE *f, const char *command)
                  "aws_access_key_id / aws_secret_access_key / aws_session_token under "
                  "[sources.kinesis.credentials] in .dlt/secrets.toml (or "
                  "SOURCES__KINESIS__CREDENTIALS__AWS_ACCESS_KEY_ID, ...); AWS_ACCESS_KEY_ID / "
-                 "AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN; the --profile in "
-                 "~/.aws/credentials or ~/.aws/config.",
+                 "AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN; web identity "
+                 "(AWS_WEB_IDENTITY_TOKEN_FILE + AWS_ROLE_ARN); container credentials "
+                 "(AWS_CONTAINER_CREDENTIALS_RELATIVE_URI / _FULL_URI); the --profile in "
+                 "~/.aws/credentials or ~/.aws/config (static keys or role_arn); EC2 instance "
+                 "metadata (IMDSv2; AWS_EC2_METADATA_DISABLED=true skips it).",
                  31);
         }
     }
@@ -1304,10 +1313,23 @@ void k2p_config_print_markdown(FILE *f)
           "   show in `ps`. As in dlt, they take precedence over `AWS_ACCESS_KEY_ID`.\n"
           "2. `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN` (and\n"
           "   `AWS_CREDENTIAL_EXPIRATION`). One of the key pair without the other is an error.\n"
-          "3. The shared files: the profile (`--profile`, `AWS_PROFILE`, else `default`) in\n"
+          "3. Web identity (EKS IAM roles for service accounts): `AWS_WEB_IDENTITY_TOKEN_FILE`\n"
+          "   and `AWS_ROLE_ARN` (and `AWS_ROLE_SESSION_NAME`), exchanged at STS\n"
+          "   AssumeRoleWithWebIdentity; the token file is read again at every refresh.\n"
+          "4. Container credentials (ECS, EKS Pod Identity):\n"
+          "   `AWS_CONTAINER_CREDENTIALS_RELATIVE_URI` or `AWS_CONTAINER_CREDENTIALS_FULL_URI`,\n"
+          "   with `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE` or\n"
+          "   `AWS_CONTAINER_AUTHORIZATION_TOKEN`.\n"
+          "5. The shared files: the profile (`--profile`, `AWS_PROFILE`, else `default`) in\n"
           "   `~/.aws/credentials` (`[NAME]`, or `AWS_SHARED_CREDENTIALS_FILE`), then in\n"
           "   `~/.aws/config` (`[profile NAME]`, or `AWS_CONFIG_FILE`). A profile named\n"
-          "   explicitly must exist.\n\n"
+          "   explicitly must exist. Static keys, or `role_arn` with `source_profile` or\n"
+          "   `credential_source` (STS AssumeRole) or with `web_identity_token_file`.\n"
+          "6. EC2 instance metadata (IMDSv2), unless `AWS_EC2_METADATA_DISABLED=true`; endpoint\n"
+          "   `AWS_EC2_METADATA_SERVICE_ENDPOINT`. Without IMDS it gives up within about 2 s.\n\n"
+          "STS is called at `AWS_ENDPOINT_URL_STS`, `AWS_ENDPOINT_URL`, else\n"
+          "`https://sts.REGION.amazonaws.com` for `--region`. Temporary credentials are refreshed\n"
+          "five minutes before they expire. See docs/kinesis-client.md.\n\n"
           "| key | default | environment | dlt key | commands | description |\n"
           "|---|---|---|---|---|---|\n",
           f);

@@ -138,8 +138,9 @@ void k2p_config_print_markdown(FILE *f);
  * password). */
 void k2p_config_dump(const k2p_config *cfg, FILE *f);
 
-/* The credential chain for this configuration: the explicit keys (if any), then the
- * environment, then the shared profile files for cfg->profile. `env` is borrowed and must
+/* The credential chain for this configuration (DESIGN §6): the explicit keys (if any), the
+ * environment, web identity, container credentials, the shared profile files for cfg->profile
+ * (role_arn + source_profile included), then IMDSv2. `env` is borrowed and must
  * outlive the chain. NULL on OOM. */
 k2p_cred_chain *k2p_config_cred_chain_new(const k2p_config *cfg, const k2p_env *env);
 

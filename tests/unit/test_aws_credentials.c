@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "kinesis2pg/aws_credentials.h"
@@ -284,10 +285,16 @@ static void test_profile_broken(void **state)
 
     /* Profiles this build cannot use say so. */
     write_file(creds_path, "[default]\nregion = x\n");
+    write_file(config_path, "[default]\ncredential_process = /usr/bin/creds\n");
+    assert_int_equal(resolve(p, &c, &e), K2P_EAUTH);
+    assert_non_null(strstr(e.msg, "uses credential_process, which kinesis2pg does not support"));
+
+    /* role_arn profiles are resolved (tests/unit/test_aws_cred_providers.c), and a broken one
+     * is an error, not a reason to move on. */
     write_file(config_path, "[default]\nrole_arn = arn:aws:iam::123456789012:role/r\n"
                             "source_profile = base\n");
     assert_int_equal(resolve(p, &c, &e), K2P_EAUTH);
-    assert_non_null(strstr(e.msg, "role_arn"));
+    assert_non_null(strstr(e.msg, "profile 'default': source_profile 'base' not found"));
 
     /* An implicit default profile without keys: nothing here, try the next source. */
     write_file(config_path, "[default]\nregion = eu-north-1\n");
@@ -348,8 +355,10 @@ static void test_chain_order(void **state)
     clear_files();
     write_file(creds_path, "[default]\naws_access_key_id = AKIDPROFILE\n"
                            "aws_secret_access_key = " SECRET "\n");
-    const char *all[] = {home_var, "AWS_ACCESS_KEY_ID=AKIDENV", ("AWS_SECRET_ACCESS_KEY=" SECRET)};
-    k2p_env env = k2p_env_from_list(all, 3);
+    /* IMDS, last in the chain, is disabled: a test never reaches for 169.254.169.254. */
+    const char *all[] = {home_var, "AWS_EC2_METADATA_DISABLED=true", "AWS_ACCESS_KEY_ID=AKIDENV",
+                         ("AWS_SECRET_ACCESS_KEY=" SECRET)};
+    k2p_env env = k2p_env_from_list(all, 4);
 
     ch = k2p_cred_chain_default_new(&env, "AKIDEXPLICIT", SECRET2, NULL, NULL);
     assert_int_equal(k2p_cred_chain_get(ch, &c, &e), 0);
@@ -365,7 +374,7 @@ static void test_chain_order(void **state)
     k2p_aws_creds_deinit(&c);
     k2p_cred_chain_free(ch);
 
-    env = k2p_env_from_list(all, 1);
+    env = k2p_env_from_list(all, 2);
     ch = k2p_cred_chain_default_new(&env, NULL, NULL, NULL, NULL);
     assert_int_equal(k2p_cred_chain_get(ch, &c, &e), 0);
     assert_string_equal(c.access_key_id, "AKIDPROFILE");
@@ -374,8 +383,8 @@ static void test_chain_order(void **state)
     k2p_cred_chain_free(ch);
 
     /* A broken source stops the chain: half-set env keys are not skipped over. */
-    const char *half[] = {home_var, "AWS_ACCESS_KEY_ID=AKIDENV"};
-    env = k2p_env_from_list(half, 2);
+    const char *half[] = {home_var, "AWS_EC2_METADATA_DISABLED=true", "AWS_ACCESS_KEY_ID=AKIDENV"};
+    env = k2p_env_from_list(half, 3);
     ch = k2p_cred_chain_default_new(&env, NULL, NULL, NULL, NULL);
     assert_int_equal(k2p_cred_chain_get(ch, &c, &e), K2P_EAUTH);
     assert_non_null(strstr(e.msg, "AWS_SECRET_ACCESS_KEY is not"));
@@ -384,7 +393,7 @@ static void test_chain_order(void **state)
 
     /* Nothing anywhere: the message lists what was tried. */
     clear_files();
-    env = k2p_env_from_list(all, 1);
+    env = k2p_env_from_list(all, 2);
     ch = k2p_cred_chain_default_new(&env, NULL, NULL, NULL, NULL);
     assert_int_equal(k2p_cred_chain_get(ch, &c, &e), K2P_EAUTH);
     assert_non_null(strstr(e.msg, "no AWS credentials found (tried: environment: "));
@@ -392,8 +401,9 @@ static void test_chain_order(void **state)
     k2p_cred_chain_free(ch);
 
     /* Credentials that cannot sign are rejected without echoing them. */
-    const char *nl[] = {"AWS_ACCESS_KEY_ID=AKIDENV", ("AWS_SECRET_ACCESS_KEY=" SECRET "\n")};
-    env = k2p_env_from_list(nl, 2);
+    const char *nl[] = {"AWS_EC2_METADATA_DISABLED=true", "AWS_ACCESS_KEY_ID=AKIDENV",
+                        ("AWS_SECRET_ACCESS_KEY=" SECRET "\n")};
+    env = k2p_env_from_list(nl, 3);
     ch = k2p_cred_chain_default_new(&env, NULL, NULL, NULL, NULL);
     assert_int_equal(k2p_cred_chain_get(ch, &c, &e), K2P_EAUTH);
     assert_string_equal(e.msg, "credentials from environment: the secret access key contains "
@@ -591,6 +601,100 @@ static void test_chain_threads(void **state)
     k2p_cred_chain_free(ch);
 }
 
+/* A provider that blocks until released, then fails: the refresh every reader waits for. */
+typedef struct gated_provider {
+    k2p_cred_provider base;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int open;
+    atomic_int calls;
+} gated_provider;
+
+static int gated_resolve(k2p_cred_provider *self, k2p_aws_creds *out, k2p_err *err)
+{
+    gated_provider *g = (gated_provider *)self;
+    (void)out;
+    atomic_fetch_add(&g->calls, 1);
+    pthread_mutex_lock(&g->mu);
+    while (!g->open)
+        pthread_cond_wait(&g->cv, &g->mu);
+    pthread_mutex_unlock(&g->mu);
+    return k2p_err_set(err, K2P_EIO, "gated: STS unreachable");
+}
+
+static void gated_destroy(k2p_cred_provider *self)
+{
+    gated_provider *g = (gated_provider *)self;
+    pthread_mutex_destroy(&g->mu);
+    pthread_cond_destroy(&g->cv);
+    free(g);
+}
+
+typedef struct cold_arg {
+    k2p_cred_chain *chain;
+    int rc;
+    k2p_err err;
+} cold_arg;
+
+static void *cold_getter(void *p)
+{
+    cold_arg *a = p;
+    k2p_aws_creds c;
+    a->rc = k2p_cred_chain_get(a->chain, &c, &a->err);
+    k2p_aws_creds_deinit(&c);
+    return NULL;
+}
+
+static int64_t mono_ms(void)
+{
+    return k2p_now_ns() / 1000000;
+}
+
+static void test_chain_cold_start_failure_shared(void **state)
+{
+    (void)state;
+    gated_provider *g = calloc(1, sizeof *g);
+    k2p_cred_provider *ps[1];
+    k2p_cred_chain *ch;
+    pthread_t th[8];
+    cold_arg a[8];
+    int64_t deadline;
+
+    g->base.name = "gated";
+    g->base.resolve = gated_resolve;
+    g->base.destroy = gated_destroy;
+    pthread_mutex_init(&g->mu, NULL);
+    pthread_cond_init(&g->cv, NULL);
+    ps[0] = &g->base;
+    ch = k2p_cred_chain_new(ps, 1);
+
+    for (int i = 0; i < 8; i++) {
+        a[i].chain = ch;
+        assert_int_equal(pthread_create(&th[i], NULL, cold_getter, &a[i]), 0);
+    }
+    /* One thread refreshes (blocked in the provider), the other seven wait for it. */
+    deadline = mono_ms() + 10000;
+    while (!(atomic_load(&g->calls) == 1 && k2p_cred_chain_waiting(ch) == 7)) {
+        struct timespec ts = {0, 1000000};
+        if (mono_ms() > deadline)
+            fail_msg("calls %d, waiting %zu", atomic_load(&g->calls), k2p_cred_chain_waiting(ch));
+        nanosleep(&ts, NULL);
+    }
+    pthread_mutex_lock(&g->mu);
+    g->open = 1;
+    pthread_cond_broadcast(&g->cv);
+    pthread_mutex_unlock(&g->mu);
+    for (int i = 0; i < 8; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(a[i].rc, K2P_EIO);
+        assert_string_equal(a[i].err.msg, "gated: STS unreachable");
+    }
+    /* The failure was shared, not retried by each waiting thread in turn. */
+    assert_int_equal(atomic_load(&g->calls), 1);
+    assert_int_equal(k2p_cred_chain_waiting(ch), 0);
+    k2p_cred_chain_free(ch);
+}
+
 static void test_creds_copy(void **state)
 {
     (void)state;
@@ -652,6 +756,7 @@ int main(void)
         cmocka_unit_test(test_chain_refresh),
         cmocka_unit_test(test_chain_static_never_refreshes),
         cmocka_unit_test(test_chain_threads),
+        cmocka_unit_test(test_chain_cold_start_failure_shared),
         cmocka_unit_test(test_creds_copy),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
