@@ -215,8 +215,9 @@ int k2p_cmd_reset(const k2p_config *cfg)
         fprintf(stderr, "kinesis2pg: reset of stream '%s' into %s failed: %s\n", cfg->stream,
                 target, err.msg);
     else
-        fprintf(stderr, "kinesis2pg: checkpoints of stream '%s' into %s forgotten (rows in the "
-                        "table and dead letters are kept)\n",
+        fprintf(stderr,
+                "kinesis2pg: checkpoints of stream '%s' into %s forgotten. Rows already in the "
+                "table are kept: to load them again, truncate the table first\n",
                 cfg->stream, target);
     PQfinish(c);
     free(target);

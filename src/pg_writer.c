@@ -89,6 +89,13 @@ static int pg_fail(k2p_writer *w, PGresult *r, const char *what, k2p_err *err)
         l = sizeof msg - 1;
     memcpy(msg, m, l);
     msg[l] = '\0';
+    if (state && strcmp(state, "23505") == 0)
+        /* Exactly-once never inserts a record twice: these rows came from elsewhere. */
+        return k2p_err_set(err, K2P_EIO,
+                           "%s: records of stream '%s' are already in %s (was its state reset, "
+                           "or does another tool load it?): truncate the table, load --from "
+                           "latest, or use another --table (%s)",
+                           what, w->L->o->stream, w->L->qualified_table, msg);
     return k2p_err_set(err,
                        (k2p_pg_conn_broken(w->conn) || sqlstate_transient(state)) ? K2P_ERETRY
                                                                                   : K2P_EIO,
