@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "loader_internal.h"
+#include "kinesis2pg/log.h"
 
 #define K2P_CKPT_PERSIST_MS 200
 
@@ -183,11 +184,11 @@ void *k2p_ckpt_main(void *arg)
             if (rc == 0) {
                 dirty = false;
                 if (said)
-                    fprintf(stderr, "kinesis2pg: checkpoints saved again\n");
+                    K2P_LOG(K2P_LOG_LEVEL_INFO, "checkpoint_recovered", "checkpoints saved again");
                 said = false;
             } else if (!said) {
-                fprintf(stderr, "kinesis2pg: saving checkpoints failed (will retry): %s\n",
-                        err.msg);
+                K2P_LOG(K2P_LOG_LEVEL_WARN, "checkpoint_retry",
+                        "saving checkpoints failed (will retry): %s", err.msg);
                 said = true;
             }
             if (rc && finishing) {

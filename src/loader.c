@@ -13,9 +13,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "kinesis2pg/buf.h"
 #include "kinesis2pg/copy_encode.h"
+#include "kinesis2pg/log.h"
 #include "kinesis2pg/metrics.h"
 #include "loader_internal.h"
 #include "shard_plan.h"
@@ -289,11 +291,61 @@ static const char *state_name(int st)
     return "?";
 }
 
+/* The summary as one JSON line (--log-format json). */
+static void print_summary_json(k2p_loader *L, const k2p_load_result *res, const char *status)
+{
+    k2p_buf b;
+    struct timespec ts;
+    struct tm tm;
+    char when[40];
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
+    k2p_buf_init(&b, 0);
+    k2p_buf_printf(&b, "{\"ts\":\"%s.%03ldZ\",\"level\":\"info\",\"event\":\"run_summary\","
+                       "\"stream\":",
+                   when, ts.tv_nsec / 1000000);
+    k2p_buf_put_json_str(&b, L->o->stream, strlen(L->o->stream));
+    k2p_buf_puts(&b, ",\"target\":");
+    k2p_buf_put_json_str(&b, L->qualified_table, strlen(L->qualified_table));
+    k2p_buf_printf(&b,
+                   ",\"status\":\"%s\",\"rows\":%lld,\"dead_letters\":%lld,\"bytes\":%lld,"
+                   "\"skipped\":%lld,\"seconds\":%.3f,\"shards\":[",
+                   status, (long long)res->rows, (long long)res->dead, (long long)res->bytes,
+                   (long long)res->skipped, res->seconds);
+    for (size_t i = 0; i < L->n_shards; i++) {
+        k2p_shard_rt *s = L->shards[i];
+        k2p_buf_puts(&b, i ? ",{\"shard\":" : "{\"shard\":");
+        k2p_buf_put_json_str(&b, s->shard_id, strlen(s->shard_id));
+        k2p_buf_printf(&b, ",\"rows\":%lld,\"dead_letters\":%lld,\"bytes\":%lld,\"state\":\"%s\"",
+                       (long long)atomic_load(&s->committed_rows),
+                       (long long)atomic_load(&s->committed_dead),
+                       (long long)atomic_load(&s->committed_bytes),
+                       s->closed_in_state ? "finished earlier" : state_name(atomic_load(&s->state)));
+        k2p_buf_puts(&b, ",\"reason\":");
+        k2p_buf_put_json_str(&b, s->stop_reason, strlen(s->stop_reason));
+        k2p_buf_puts(&b, ",\"checkpoint\":");
+        if (s->ckpt_seq[0])
+            k2p_buf_put_json_str(&b, s->ckpt_seq, strlen(s->ckpt_seq));
+        else
+            k2p_buf_puts(&b, "null");
+        k2p_buf_putc(&b, '}');
+    }
+    k2p_buf_puts(&b, "]}\n");
+    if (b.data)
+        fwrite(b.data, 1, b.len, L->o->summary);
+    k2p_buf_deinit(&b);
+}
+
 static void print_summary(k2p_loader *L, const k2p_load_result *res, const char *status)
 {
     FILE *f = L->o->summary;
     if (!f)
         return;
+    if (k2p_log_json()) {
+        print_summary_json(L, res, status);
+        return;
+    }
     fprintf(f, "kinesis2pg: stream '%s' -> %s: %s\n", L->o->stream, L->qualified_table, status);
     fprintf(f, "  %-24s %10s %10s %12s  %s\n", "shard", "rows", "dead", "bytes", "stopped at");
     for (size_t i = 0; i < L->n_shards; i++) {
@@ -468,6 +520,34 @@ static int ready_check(void *ud, char *why, size_t n)
     return 1;
 }
 
+/* One progress line, rewritten in place, when the summary goes to a terminal (text logs). */
+static void progress(k2p_loader *L, int64_t t0_ns, bool final)
+{
+    FILE *f = L->o->summary;
+    long long rows = 0, dead = 0, lag = 0;
+    size_t reading = 0;
+    double secs = (double)(k2p_now_ns() - t0_ns) / 1e9;
+    if (!f || k2p_log_json() || !isatty(fileno(f)))
+        return;
+    if (final) {
+        fputs("\r\033[K", f);
+        return;
+    }
+    for (size_t i = 0; i < L->n_shards; i++) {
+        k2p_shard_rt *s = L->shards[i];
+        long long m = atomic_load(&s->millis_behind);
+        rows += atomic_load(&s->committed_rows);
+        dead += atomic_load(&s->committed_dead);
+        reading += atomic_load(&s->state) == K2P_READER_RUNNING;
+        if (m > lag)
+            lag = m;
+    }
+    fprintf(f, "\r\033[K  %lld rows, %lld dead letters, %.0f rows/s, %zu shard(s) reading, "
+               "max lag %lld ms",
+            rows, dead, secs > 0 ? (double)(rows + dead) / secs : 0.0, reading, lag);
+    fflush(f);
+}
+
 /* ---- the run ------------------------------------------------------------------------------- */
 
 static int validate(const k2p_load_opts *o, k2p_err *err)
@@ -547,7 +627,7 @@ int k2p_load_run(const k2p_load_opts *o, k2p_load_result *res, k2p_err *err)
     k2p_kinesis_opts ko = {0};
     k2p_plan_ctx ctx;
     k2p_metrics *metrics = NULL;
-    int64_t run_id = -1, t0 = k2p_now_ns();
+    int64_t run_id = -1, t0 = k2p_now_ns(), last_progress = t0;
     int rc, writers_started = 0;
     const char *status = "ok";
     bool relist = false;
@@ -661,6 +741,10 @@ int k2p_load_run(const k2p_load_opts *o, k2p_load_result *res, k2p_err *err)
         seen = L.events;
         pthread_mutex_unlock(&L.coord_mu);
 
+        if (k2p_now_ns() - last_progress >= 1000000000LL) {
+            progress(&L, t0, false);
+            last_progress = k2p_now_ns();
+        }
         if (L.fatal_code || (o->stop && *o->stop)) {
             if (o->stop && *o->stop)
                 atomic_store(&L.signalled, true);
@@ -747,6 +831,7 @@ stop:
             k2p_pg_run_end(conn, run_id, res->rows, res->bytes, res->dead, status,
                            rc ? err->msg : NULL, &e2);
     }
+    progress(&L, t0, true);
     print_summary(&L, res, status);
 out:
     k2p_metrics_stop(metrics); /* before the state it reads goes away */

@@ -13,6 +13,7 @@
 #include "kinesis2pg/config.h"
 #include "kinesis2pg/env.h"
 #include "kinesis2pg/loader.h"
+#include "kinesis2pg/log.h"
 #include "admin.h"
 #include "tail.h"
 
@@ -66,9 +67,9 @@ static int cmd_load(const k2p_config *cfg, const k2p_env *env)
     install_signals();
     rc = k2p_load_run(&o, &res, &err);
     if (rc)
-        fprintf(stderr, "kinesis2pg: error: %s\n", err.msg);
+        k2p_log(K2P_LOG_LEVEL_ERROR, "run_failed", "%s", err.msg);
     else if (stop_requested)
-        fprintf(stderr, "kinesis2pg: stopped by signal; everything read was committed\n");
+        K2P_LOG(K2P_LOG_LEVEL_INFO, "stopped", "stopped by signal; everything read was committed");
     k2p_cred_chain_free(creds);
     return exit_code(rc);
 }
@@ -85,7 +86,7 @@ static int cmd_tail(const k2p_config *cfg, const k2p_env *env)
     install_signals();
     rc = k2p_tail_run(cfg, creds, &stop_requested, &err);
     if (rc && !(rc == K2P_EIO && strstr(err.msg, "stdout"))) /* a closed pipe is no error */
-        fprintf(stderr, "kinesis2pg: error: %s\n", err.msg);
+        k2p_log(K2P_LOG_LEVEL_ERROR, "tail_failed", "%s", err.msg);
     k2p_cred_chain_free(creds);
     return rc == K2P_EIO && strstr(err.msg, "stdout") ? 0 : exit_code(rc);
 }
@@ -115,6 +116,7 @@ int main(int argc, char **argv)
         k2p_config_deinit(&cfg);
         return rc;
     }
+    k2p_log_init(cfg.log_format, cfg.log_level);
     if (cfg.log_level >= K2P_LOG_LEVEL_DEBUG)
         k2p_config_dump(&cfg, stderr);
     switch (cfg.command) {

@@ -18,6 +18,7 @@
 #include <time.h>
 
 #include "kinesis2pg/copy_encode.h"
+#include "kinesis2pg/log.h"
 #include "loader_internal.h"
 
 #define K2P_WRITER_MAX_WAIT_MS 100
@@ -291,13 +292,14 @@ static int flush(k2p_writer *w, pending *p)
         }
         atomic_store(&w->healthy, false);
         if (!said) {
-            fprintf(stderr, "kinesis2pg: %s; retrying\n", err.msg);
+            K2P_LOG(K2P_LOG_LEVEL_WARN, "pg_retry", "%s; retrying", err.msg);
             said = true;
         }
         sleep_ms(k2p_backoff_ms(attempt++, 100, 5000, &rng));
     }
     if (said)
-        fprintf(stderr, "kinesis2pg: writer %d: PostgreSQL is back, batch committed\n", w->index);
+        K2P_LOG(K2P_LOG_LEVEL_INFO, "pg_recovered", "writer %d: PostgreSQL is back, batch committed",
+                w->index);
     atomic_store(&w->healthy, true);
     atomic_fetch_add(&w->transactions, 1);
     for (size_t i = 0; i < p->n; i++) {

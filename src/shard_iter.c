@@ -4,7 +4,7 @@
  */
 #include "shard_iter.h"
 
-#include <stdio.h>
+#include "kinesis2pg/log.h"
 
 #define K2P_AT_TIMESTAMP_TIMEOUT_MS 2000
 
@@ -26,9 +26,9 @@ int k2p_shard_iter_open(k2p_kinesis *k, const char *stream, const char *shard_id
     }
     rc = k2p_kinesis_get_shard_iterator(k, stream, shard_id, &st, it, err);
     if (rc == K2P_ERETRY && st.type == K2P_ITER_AT_TIMESTAMP) {
-        fprintf(stderr,
-                "kinesis2pg: shard %s: GetShardIterator AT_TIMESTAMP did not answer in %d ms; "
-                "reading from TRIM_HORIZON and skipping records that arrived before\n",
+        K2P_LOG(K2P_LOG_LEVEL_INFO, "at_timestamp_fallback",
+                "shard %s: GetShardIterator AT_TIMESTAMP did not answer in %d ms; reading from "
+                "TRIM_HORIZON and skipping records that arrived before",
                 shard_id, K2P_AT_TIMESTAMP_TIMEOUT_MS);
         *pos->filter_before_us = pos->start_at_us;
         st.type = K2P_ITER_TRIM_HORIZON;
