@@ -122,6 +122,18 @@ int k2p_buf_put_json_str(k2p_buf *b, const char *s, size_t n)
     return k2p_buf_putc(b, '"');
 }
 
+void k2p_buf_shrink(k2p_buf *b)
+{
+    char *p;
+    if (!b->data || b->cap <= b->len + 1)
+        return;
+    p = realloc(b->data, b->len + 1);
+    if (p) {
+        b->data = p;
+        b->cap = b->len + 1;
+    }
+}
+
 char *k2p_buf_steal(k2p_buf *b, size_t *len)
 {
     char *p = b->data;

@@ -200,6 +200,15 @@ const k2p_kinesis_stats *k2p_kinesis_get_stats(const k2p_kinesis *k)
     return &k->stats;
 }
 
+void k2p_kinesis_trim(k2p_kinesis *k, size_t keep_bytes)
+{
+    if (k->resp.cap > keep_bytes) {
+        size_t max = k->resp.max;
+        k2p_buf_deinit(&k->resp);
+        k2p_buf_init(&k->resp, max);
+    }
+}
+
 void k2p_kinesis_set_cancel_flag(k2p_kinesis *k, const atomic_bool *flag)
 {
     k->cancel = flag;

@@ -164,6 +164,21 @@ void k2p_records_reset(k2p_records *r)
     free_children(r);
 }
 
+void k2p_records_trim(k2p_records *r, size_t keep_bytes)
+{
+    k2p_records_reset(r);
+    if (r->arena.cap > keep_bytes) {
+        size_t max = r->arena.max;
+        k2p_buf_deinit(&r->arena);
+        k2p_buf_init(&r->arena, max);
+    }
+    if (r->cap * sizeof *r->recs > keep_bytes) {
+        free(r->recs);
+        r->recs = NULL;
+        r->cap = 0;
+    }
+}
+
 void k2p_records_deinit(k2p_records *r)
 {
     k2p_records_reset(r);

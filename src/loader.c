@@ -22,7 +22,9 @@
 #include "loader_internal.h"
 #include "shard_plan.h"
 
-#define K2P_DEFAULT_MEMORY ((int64_t)48 << 20)
+/* Everything between Kinesis and commit: answers being decoded (charged in advance), encoded
+ * batches in rings and in writers' transactions. */
+#define K2P_DEFAULT_MEMORY ((int64_t)40 << 20)
 
 void k2p_load_opts_from_config(k2p_load_opts *o, const k2p_config *cfg, k2p_cred_chain *creds)
 {
@@ -81,10 +83,17 @@ void k2p_loader_fail(k2p_loader *L, int code, const char *fmt, ...)
 
 void k2p_mem_acquire(k2p_loader *L, size_t bytes)
 {
+    bool waiting = false;
     pthread_mutex_lock(&L->mem_mu);
     /* Wait while over budget, unless nothing is in flight (one batch always fits). */
     while (L->mem_used > 0 && L->mem_used + (int64_t)bytes > L->o->memory_bytes &&
            !atomic_load(&L->stop_readers)) {
+        if (!waiting) {
+            waiting = true;
+            atomic_fetch_add(&L->mem_waiters, 1);
+            for (int i = 0; i < L->n_writers; i++) /* commit now: someone waits for room */
+                k2p_ring_waiter_notify(&L->writers[i].wait);
+        }
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
         ts.tv_nsec += 100000000;
@@ -94,6 +103,8 @@ void k2p_mem_acquire(k2p_loader *L, size_t bytes)
         }
         pthread_cond_timedwait(&L->mem_cv, &L->mem_mu, &ts);
     }
+    if (waiting)
+        atomic_fetch_sub(&L->mem_waiters, 1);
     L->mem_used += (int64_t)bytes;
     pthread_mutex_unlock(&L->mem_mu);
 }
@@ -193,6 +204,7 @@ static int add_shard(k2p_loader *L, PGconn *conn, const k2p_shard *ls, const k2p
     s->start_at_us = plan.start_at_us;
     s->had_checkpoint_seq = plan.seq != NULL;
     s->closed_at_listing = ls->ending_seq != NULL;
+    s->bytes_per_record = 1024; /* until its first answer says better */
     if (c) {
         s->skip = c->ledger;
         s->n_skip = c->n_ledger;

@@ -60,6 +60,7 @@ typedef struct k2p_shard_rt {
     size_t n_skip;
     bool had_checkpoint_seq;
     int64_t filter_before_us; /* reader: skip records until one arrived at/after this (0: off) */
+    double bytes_per_record;  /* reader: running estimate, to charge a GetRecords in advance */
     bool closed_in_state; /* finished in an earlier run */
     bool closed_at_listing; /* ListShards gave an EndingSequenceNumber: read to SHARD_END */
     bool children_listed; /* coordinator: shards re-listed after this one closed */
@@ -153,6 +154,7 @@ typedef struct k2p_loader {
     pthread_mutex_t mem_mu;
     pthread_cond_t mem_cv;
     int64_t mem_used;
+    atomic_int mem_waiters; /* readers waiting for room: writers commit what they have */
 
     /* Run-wide flags. */
     atomic_bool stop_readers;  /* --max-messages, a signal or a fatal error */

@@ -4,6 +4,7 @@
  *
  * Threading: main thread; the loader starts the others.
  */
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -94,6 +95,12 @@ static int cmd_tail(const k2p_config *cfg, const k2p_env *env)
 int main(int argc, char **argv)
 {
     const k2p_env *env = k2p_env_process();
+    /* Memory follows the in-flight budget only if freed buffers go back to the system: pin
+     * glibc's mmap threshold (its dynamic one grows after the first large free, and later
+     * multi-MB answers then stay on the heap), and keep a few arenas rather than one per
+     * reader thread. */
+    mallopt(M_MMAP_THRESHOLD, 256 * 1024);
+    mallopt(M_ARENA_MAX, 4);
     k2p_config cfg;
     k2p_err err = {0};
     int rc;

@@ -328,7 +328,8 @@ static int has_queued(void *arg)
 {
     k2p_writer *w = arg;
     return atomic_load_explicit(&w->queued, memory_order_acquire) > 0 ||
-           atomic_load_explicit(&w->L->readers_done, memory_order_acquire);
+           atomic_load_explicit(&w->L->readers_done, memory_order_acquire) ||
+           atomic_load_explicit(&w->L->mem_waiters, memory_order_acquire) > 0;
 }
 
 void *k2p_writer_main(void *arg)
@@ -401,7 +402,8 @@ void *k2p_writer_main(void *arg)
         now = k2p_now_ns();
         if (p.n && (p.rows >= L->o->batch_rows ||
                     now - p.first_ns >= (int64_t)L->o->flush_ms * 1000000 ||
-                    atomic_load(&L->readers_done) || !any_open)) {
+                    atomic_load(&L->readers_done) || !any_open ||
+                    atomic_load(&L->mem_waiters) > 0)) {
             if (flush(w, &p))
                 goto out;
             continue;

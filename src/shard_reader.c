@@ -23,6 +23,10 @@
 #include "loader_internal.h"
 #include "shard_iter.h"
 
+/* Buffers a reader keeps between calls; larger ones are freed after each answer, so an idle
+ * shard costs little and memory follows the in-flight budget, not the shard count. */
+#define K2P_READER_KEEP_BYTES ((size_t)128 << 10)
+
 k2p_batch *k2p_batch_new(k2p_shard_rt *s)
 {
     k2p_batch *b = calloc(1, sizeof *b);
@@ -69,6 +73,8 @@ static int push_batch(k2p_shard_rt *s, k2p_batch *b)
 {
     k2p_loader *L = s->L;
     b->batch_no = s->next_batch_no;
+    k2p_buf_shrink(&b->rows); /* charge what it holds, not what doubling reserved */
+    k2p_buf_shrink(&b->dead);
     b->budget = b->rows.cap + b->dead.cap + sizeof *b;
     k2p_mem_acquire(L, b->budget);
     atomic_fetch_add_explicit(&s->writer->queued, 1, memory_order_release);
@@ -256,8 +262,9 @@ void *k2p_reader_main(void *arg)
     for (;;) {
         k2p_batch *b;
         int64_t now, wait;
-        bool caught_up;
+        bool caught_up, empty;
         int rc, limit;
+        size_t fetch_charge;
 
         if (atomic_load(&L->stop_readers)) {
             set_state(s, K2P_READER_STOPPED, "%s", stop_reason(L));
@@ -273,9 +280,17 @@ void *k2p_reader_main(void *arg)
         wait = (last_call + (int64_t)o->poll_min_ms * 1000000 - now) / 1000000;
         if (last_call && wait > 0)
             nap(L, wait);
+        /* Charge the answer to the in-flight budget before asking for it: response, decoded
+         * records and encoded rows are about 3.5 times the payload. Released below, once the
+         * rows are in a batch (which is then charged what it really holds). */
+        fetch_charge = (size_t)((double)limit * s->bytes_per_record * 3.5) + 65536;
+        k2p_mem_acquire(L, fetch_charge);
         last_call = k2p_now_ns();
         rc = k2p_kinesis_get_records(k, it, limit, &recs, &err);
-        if (!rc)
+        k2p_kinesis_trim(k, K2P_READER_KEEP_BYTES); /* parsed: the response is not needed */
+        if (rc)
+            k2p_mem_release(L, fetch_charge);
+        else
             atomic_fetch_add(&L->records_read, (long long)recs.n);
         if (o->max_messages) /* give back what was claimed but not read */
             atomic_fetch_sub(&L->quota_claimed, (long long)limit - (rc ? 0 : (long long)recs.n));
@@ -305,6 +320,7 @@ void *k2p_reader_main(void *arg)
 
         b = k2p_batch_new(s);
         if (!b) {
+            k2p_mem_release(L, fetch_charge);
             k2p_loader_fail(L, K2P_ENOMEM, "shard %s: out of memory", s->shard_id);
             set_state(s, K2P_READER_FAILED, "out of memory");
             break;
@@ -332,6 +348,11 @@ void *k2p_reader_main(void *arg)
             copy_seq(b->last_seq, r->seq, r->seq_len);
             b->data_bytes += r->data_len;
         }
+        /* The rows are in the batch now: give back the advance charge, learn the record size. */
+        k2p_mem_release(L, fetch_charge);
+        if (recs.n && recs.data_bytes)
+            s->bytes_per_record =
+                0.7 * s->bytes_per_record + 0.3 * ((double)recs.data_bytes / (double)recs.n);
         if (!b) {
             k2p_loader_fail(L, K2P_ENOMEM, "shard %s: out of memory encoding rows", s->shard_id);
             set_state(s, K2P_READER_FAILED, "out of memory");
@@ -356,6 +377,7 @@ void *k2p_reader_main(void *arg)
          * past the end, and its children may start only then. */
         caught_up = !s->closed_at_listing && recs.n < (size_t)limit &&
                     recs.millis_behind < o->ms_behind_latest;
+        empty = recs.n == 0;
         if (caught_up && !o->follow && !any_record)
             b->flags |= K2P_BATCH_TIP_EMPTY;
         if (b->covers_seq[0] || b->flags) {
@@ -368,6 +390,7 @@ void *k2p_reader_main(void *arg)
         }
         free(it);
         it = k2p_strdup(recs.next_iterator);
+        k2p_records_trim(&recs, K2P_READER_KEEP_BYTES);
         if (!it) {
             k2p_loader_fail(L, K2P_ENOMEM, "shard %s: out of memory", s->shard_id);
             set_state(s, K2P_READER_FAILED, "out of memory");
@@ -379,7 +402,7 @@ void *k2p_reader_main(void *arg)
         }
         /* Following the tip: sleep after an empty answer only; while records keep coming,
          * the next call follows after poll_min_ms, which keeps latency low. */
-        if (caught_up && recs.n == 0)
+        if (caught_up && empty)
             nap(L, o->idle_ms);
     }
 out:

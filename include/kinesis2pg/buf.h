@@ -42,6 +42,10 @@ int k2p_buf_printf(k2p_buf *b, const char *fmt, ...) __attribute__((format(print
 /* Appends s as a JSON string literal, quotes included (escapes ", \, control chars). */
 int k2p_buf_put_json_str(k2p_buf *b, const char *s, size_t n);
 
+/* Gives back unused capacity (keeps len bytes + NUL). Never fails: on a refused realloc the
+ * buffer stays as it was. */
+void k2p_buf_shrink(k2p_buf *b);
+
 /* Takes the data out of the buffer (caller frees); the buffer is left empty. */
 char *k2p_buf_steal(k2p_buf *b, size_t *len);
 

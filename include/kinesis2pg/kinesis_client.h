@@ -51,6 +51,10 @@ k2p_kinesis *k2p_kinesis_new(const k2p_kinesis_opts *opts, k2p_err *err);
 void k2p_kinesis_free(k2p_kinesis *k);
 const k2p_kinesis_stats *k2p_kinesis_get_stats(const k2p_kinesis *k);
 
+/* Frees the response buffer when it holds more than keep_bytes (it grows back on the next
+ * call): an idle handle then costs little. */
+void k2p_kinesis_trim(k2p_kinesis *k, size_t keep_bytes);
+
 /* Makes the next backoff sleeps return early when *flag becomes true (shutdown). Borrowed. */
 void k2p_kinesis_set_cancel_flag(k2p_kinesis *k, const atomic_bool *flag);
 
@@ -112,6 +116,8 @@ typedef struct k2p_records {
 void k2p_records_init(k2p_records *r);
 void k2p_records_reset(k2p_records *r);
 void k2p_records_deinit(k2p_records *r);
+/* Resets r and frees its arena and record table when they exceed keep_bytes. */
+void k2p_records_trim(k2p_records *r, size_t keep_bytes);
 
 typedef enum k2p_iter_type {
     K2P_ITER_TRIM_HORIZON,
