@@ -20,15 +20,6 @@
 
 #define K2P_CKPT_PERSIST_MS 200
 
-static int arr_elem(k2p_buf *a, const char *v)
-{
-    if (a->len > 1 && k2p_buf_putc(a, ','))
-        return K2P_ENOMEM;
-    if (!v)
-        return k2p_buf_puts(a, "NULL");
-    return k2p_buf_put_json_str(a, v, strlen(v));
-}
-
 static void take(k2p_shard_rt *s, const k2p_batch *b)
 {
     if (b->batch_no != s->ckpt_next_batch)
@@ -70,9 +61,9 @@ static int persist(k2p_loader *L, bool *notify, k2p_err *err)
         k2p_shard_rt *s = L->shards[i];
         if (!s->ckpt_dirty)
             continue;
-        if (arr_elem(&ids, s->shard_id) || arr_elem(&seqs, s->ckpt_seq[0] ? s->ckpt_seq : NULL) ||
-            arr_elem(&closed, s->ckpt_closed ? "t" : "f") ||
-            arr_elem(&empty, s->ckpt_tip_empty ? "t" : "f")) {
+        if (k2p_pg_array_append(&ids, s->shard_id) || k2p_pg_array_append(&seqs, s->ckpt_seq[0] ? s->ckpt_seq : NULL) ||
+            k2p_pg_array_append(&closed, s->ckpt_closed ? "t" : "f") ||
+            k2p_pg_array_append(&empty, s->ckpt_tip_empty ? "t" : "f")) {
             rc = k2p_err_set(err, K2P_ENOMEM, "out of memory");
             goto out;
         }

@@ -365,11 +365,9 @@ int k2p_pg_add_shard(PGconn *c, const char *stream, const char *target, const ch
     int rc;
     k2p_buf_init(&arr, 0);
     k2p_buf_putc(&arr, '{');
-    for (size_t i = 0; i < n_parents; i++) {
-        if (i)
-            k2p_buf_putc(&arr, ',');
-        k2p_buf_put_json_str(&arr, parents[i], strlen(parents[i])); /* "..." is array syntax */
-    }
+    for (size_t i = 0; i < n_parents; i++)
+        if (k2p_pg_array_append(&arr, parents[i]))
+            return k2p_err_set(err, K2P_ENOMEM, "out of memory");
     if (k2p_buf_putc(&arr, '}'))
         return k2p_err_set(err, K2P_ENOMEM, "out of memory");
     if (start_at_us >= 0)
@@ -425,6 +423,20 @@ int k2p_pg_run_end(PGconn *c, int64_t run_id, int64_t rows, int64_t bytes, int64
                            "WHERE id = $1",
                            6, params, err);
     }
+}
+
+int k2p_pg_array_append(k2p_buf *a, const char *v)
+{
+    if (a->len > 1 && k2p_buf_putc(a, ','))
+        return K2P_ENOMEM;
+    if (!v)
+        return k2p_buf_puts(a, "NULL");
+    if (k2p_buf_putc(a, '"'))
+        return K2P_ENOMEM;
+    for (; *v; v++)
+        if (((*v == '"' || *v == '\\') && k2p_buf_putc(a, '\\')) || k2p_buf_putc(a, *v))
+            return K2P_ENOMEM;
+    return k2p_buf_putc(a, '"');
 }
 
 char *k2p_pg_target_name(const char *schema, const char *table)

@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "kinesis2pg/buf.h"
 #include "kinesis2pg/common.h"
 
 /* A half-open run of sequence numbers committed by one batch: [first, last]. */
@@ -85,6 +86,11 @@ int k2p_pg_exec(PGconn *c, const char *sql, int nparams, const char *const *para
 
 /* True when the connection is unusable and must be reopened. */
 bool k2p_pg_conn_broken(PGconn *c);
+
+/* Appends one element to a PostgreSQL array literal being built in `a` (which starts with '{';
+ * the caller closes it with '}'): double-quoted, with " and \ backslash-escaped; NULL for
+ * v == NULL. 0 or K2P_ENOMEM. */
+int k2p_pg_array_append(k2p_buf *a, const char *v);
 
 /* Formats µs since the epoch as an ISO 8601 UTC timestamp for SQL parameters. */
 #define K2P_TS_BUF 64

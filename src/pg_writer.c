@@ -56,14 +56,6 @@ typedef struct pending {
 
 /* ---- the transaction --------------------------------------------------------------------- */
 
-/* Appends a text[] / numeric[] array literal element. */
-static int arr_elem(k2p_buf *a, const char *v)
-{
-    if (a->len > 1 && k2p_buf_putc(a, ','))
-        return K2P_ENOMEM;
-    return k2p_buf_put_json_str(a, v, strlen(v)); /* "..." with \" and \\: array syntax */
-}
-
 static bool sqlstate_transient(const char *state)
 {
     if (!state)
@@ -200,8 +192,8 @@ static int commit_pending(k2p_writer *w, pending *p, k2p_err *err)
         if (first) {
             char cnt[24];
             snprintf(cnt, sizeof cnt, "%lld", (long long)n);
-            if (arr_elem(&shards, s->shard_id) || arr_elem(&firsts, first) ||
-                arr_elem(&lasts, last) || arr_elem(&counts, cnt)) {
+            if (k2p_pg_array_append(&shards, s->shard_id) || k2p_pg_array_append(&firsts, first) ||
+                k2p_pg_array_append(&lasts, last) || k2p_pg_array_append(&counts, cnt)) {
                 rc = k2p_err_set(err, K2P_ENOMEM, "out of memory");
                 goto out;
             }
