@@ -89,10 +89,15 @@ void k2p_mem_acquire(k2p_loader *L, size_t bytes)
     while (L->mem_used > 0 && L->mem_used + (int64_t)bytes > L->o->memory_bytes &&
            !atomic_load(&L->stop_readers)) {
         if (!waiting) {
+            /* Ask the writers to commit now: someone waits for room. Their waiters have
+             * mutexes of their own, so notify without holding mem_mu (locks never nest). */
             waiting = true;
             atomic_fetch_add(&L->mem_waiters, 1);
-            for (int i = 0; i < L->n_writers; i++) /* commit now: someone waits for room */
+            pthread_mutex_unlock(&L->mem_mu);
+            for (int i = 0; i < L->n_writers; i++)
                 k2p_ring_waiter_notify(&L->writers[i].wait);
+            pthread_mutex_lock(&L->mem_mu);
+            continue;
         }
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
