@@ -11,7 +11,7 @@
 set -euo pipefail
 
 pkgs=(gcc libc6-dev make cmake pkg-config
-      libcurl4-openssl-dev libmbedtls-dev libpq-dev libzstd-dev libcjson-dev libmicrohttpd-dev
+      libcurl4-openssl-dev libmbedtls-dev libpq-dev libzstd-dev zlib1g-dev libcjson-dev libmicrohttpd-dev
       libcmocka-dev)
 
 installed() {

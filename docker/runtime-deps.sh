@@ -13,7 +13,7 @@
 # dpkg -S): a library added to the link line without a package here fails that test.
 set -euo pipefail
 
-pkgs=(libcurl4 libmbedcrypto7 libpq5 libzstd1 libcjson1 libmicrohttpd12 ca-certificates)
+pkgs=(libcurl4 libmbedcrypto7 libpq5 libzstd1 zlib1g libcjson1 libmicrohttpd12 ca-certificates)
 
 installed() {
     dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"
