@@ -44,5 +44,6 @@ fuzz: setup
 demo:
 	@bash scripts/demo.sh
 
+bench: setup ; @bash bench/run.sh
 clean:
 	rm -rf build build-asan build-tsan build-fuzz
