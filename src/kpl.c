@@ -122,7 +122,7 @@ static int get_varint(const parser *ps, cursor *c, uint64_t *v)
 static int get_key(const parser *ps, cursor *c, uint32_t *field, unsigned *wt)
 {
     const uint8_t *at = c->p;
-    uint64_t k;
+    uint64_t k = 0;
 
     if (get_varint(ps, c, &k))
         return K2P_KPL_CORRUPT;
@@ -137,7 +137,7 @@ static int get_key(const parser *ps, cursor *c, uint32_t *field, unsigned *wt)
 static int get_len(const parser *ps, cursor *c, span *s)
 {
     const uint8_t *at = c->p;
-    uint64_t n;
+    uint64_t n = 0;
 
     if (get_varint(ps, c, &n))
         return K2P_KPL_CORRUPT;
@@ -152,7 +152,7 @@ static int get_len(const parser *ps, cursor *c, span *s)
 
 static int skip_field(const parser *ps, cursor *c, const uint8_t *at, uint32_t field, unsigned wt)
 {
-    uint64_t v;
+    uint64_t v = 0;
     span s;
     size_t w;
 
@@ -193,8 +193,8 @@ static int parse_tag(parser *ps, span msg)
 
     while (c.p < c.end) {
         const uint8_t *at = c.p;
-        uint32_t field;
-        unsigned wt;
+        uint32_t field = 0;
+        unsigned wt = 0;
         span s;
 
         if (get_key(ps, &c, &field, &wt))
@@ -222,8 +222,8 @@ static int parse_record(parser *ps, span msg, rec_fields *r)
     ps->in = IN_RECORD;
     while (c.p < c.end) {
         const uint8_t *at = c.p;
-        uint32_t field;
-        unsigned wt;
+        uint32_t field = 0;
+        unsigned wt = 0;
         span tag;
         int rc = 0;
 
@@ -305,8 +305,8 @@ static int walk(parser *ps, span msg, int pass)
 
     while (c.p < c.end) {
         const uint8_t *at = c.p;
-        uint32_t field;
-        unsigned wt;
+        uint32_t field = 0;
+        unsigned wt = 0;
         span s;
         rec_fields r;
         size_t bad;
