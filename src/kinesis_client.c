@@ -37,6 +37,9 @@ struct k2p_kinesis {
     char curl_errbuf[CURL_ERROR_SIZE];
     uint64_t rng;
     const atomic_bool *cancel;
+    void (*before_sleep)(void *);
+    void (*after_sleep)(void *);
+    void *hook_ud;
     k2p_kinesis_stats stats;
 };
 
@@ -207,6 +210,14 @@ void k2p_kinesis_trim(k2p_kinesis *k, size_t keep_bytes)
         k2p_buf_deinit(&k->resp);
         k2p_buf_init(&k->resp, max);
     }
+}
+
+void k2p_kinesis_set_backoff_hooks(k2p_kinesis *k, void (*before)(void *), void (*after)(void *),
+                                   void *ud)
+{
+    k->before_sleep = before;
+    k->after_sleep = after;
+    k->hook_ud = ud;
 }
 
 void k2p_kinesis_set_cancel_flag(k2p_kinesis *k, const atomic_bool *flag)
@@ -381,9 +392,14 @@ static int call(k2p_kinesis *k, const char *op, const char *what, k2p_err *err)
             k->stats.retries_throttled++;
         else
             k->stats.retries_transient++;
-        if (attempt + 1 < k->opts.max_attempts)
+        if (attempt + 1 < k->opts.max_attempts) {
+            if (k->before_sleep)
+                k->before_sleep(k->hook_ud);
             sleep_cancellable(k, k2p_backoff_ms(attempt, k->opts.backoff_base_ms,
                                                 k->opts.backoff_max_ms, &k->rng));
+            if (k->after_sleep)
+                k->after_sleep(k->hook_ud);
+        }
     }
     if (rc) {
         char detail[sizeof err->msg];
@@ -625,7 +641,7 @@ int k2p_kinesis_get_records(k2p_kinesis *k, const char *iterator, int limit, k2p
         k2p_buf_put_json_str(&k->req, iterator, strlen(iterator)) ||
         k2p_buf_printf(&k->req, ",\"Limit\":%d}", limit))
         return oom(err);
-    if ((rc = call(k, "GetRecords", "shard iterator", err)))
+    if ((rc = call(k, "GetRecords", "reading the shard", err)))
         return rc;
     rc = k2p_kinesis_parse_get_records(k->resp.data, k->resp.len, out, err);
     if (rc) {

@@ -24,7 +24,7 @@
 
 /* Everything between Kinesis and commit: answers being decoded (charged in advance), encoded
  * batches in rings and in writers' transactions. */
-#define K2P_DEFAULT_MEMORY ((int64_t)40 << 20)
+#define K2P_DEFAULT_MEMORY ((int64_t)32 << 20)
 
 void k2p_load_opts_from_config(k2p_load_opts *o, const k2p_config *cfg, k2p_cred_chain *creds)
 {

@@ -316,12 +316,20 @@ static int flush(k2p_writer *w, pending *p)
     return 0;
 }
 
+/* Wake-up predicates (they run under the waiter's mutex: atomics only). A reader waiting for
+ * memory matters only to a writer that holds rows it could commit to free some; an empty
+ * writer waking for it would spin. */
 static int has_queued(void *arg)
 {
     k2p_writer *w = arg;
     return atomic_load_explicit(&w->queued, memory_order_acquire) > 0 ||
-           atomic_load_explicit(&w->L->readers_done, memory_order_acquire) ||
-           atomic_load_explicit(&w->L->mem_waiters, memory_order_acquire) > 0;
+           atomic_load_explicit(&w->L->readers_done, memory_order_acquire);
+}
+
+static int has_queued_or_waiter(void *arg)
+{
+    k2p_writer *w = arg;
+    return has_queued(arg) || atomic_load_explicit(&w->L->mem_waiters, memory_order_acquire) > 0;
 }
 
 void *k2p_writer_main(void *arg)
@@ -411,7 +419,8 @@ void *k2p_writer_main(void *arg)
                 if (left < wait_ms)
                     wait_ms = left > 1 ? left : 1;
             }
-            k2p_ring_waiter_wait(&w->wait, has_queued, w, wait_ms * 1000000);
+            k2p_ring_waiter_wait(&w->wait, p.n ? has_queued_or_waiter : has_queued, w,
+                                 wait_ms * 1000000);
         }
     }
 out:

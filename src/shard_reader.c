@@ -186,6 +186,37 @@ static int get_iterator(k2p_shard_rt *s, k2p_kinesis *k, char **it, k2p_err *err
     return k2p_shard_iter_open(k, s->L->o->stream, s->shard_id, &pos, it, err);
 }
 
+/* While a GetRecords waits out throttling, the memory charged for its answer goes back to the
+ * budget, so one throttled shard does not keep others from reading. */
+static void release_fetch(void *ud)
+{
+    k2p_shard_rt *s = ud;
+    if (s->fetch_held)
+        k2p_mem_release(s->L, s->fetch_charge);
+}
+
+static void reacquire_fetch(void *ud)
+{
+    k2p_shard_rt *s = ud;
+    if (s->fetch_held)
+        k2p_mem_acquire(s->L, s->fetch_charge);
+}
+
+/* Charges (or gives back) the answer of the GetRecords in progress. */
+static void fetch_charge(k2p_shard_rt *s, size_t bytes)
+{
+    s->fetch_charge = bytes;
+    k2p_mem_acquire(s->L, bytes);
+    s->fetch_held = true;
+}
+
+static void fetch_release(k2p_shard_rt *s)
+{
+    if (s->fetch_held)
+        k2p_mem_release(s->L, s->fetch_charge);
+    s->fetch_held = false;
+}
+
 /* Why the run is stopping, for the summary. */
 static const char *stop_reason(k2p_loader *L)
 {
@@ -237,6 +268,7 @@ void *k2p_reader_main(void *arg)
     char *it = NULL;
     size_t skip_idx = 0;
     int64_t last_call = 0;
+    size_t last_bytes = 0; /* payload bytes of the last answer, for pacing */
     bool any_record = s->had_checkpoint_seq;
 
     k2p_records_init(&recs);
@@ -246,11 +278,12 @@ void *k2p_reader_main(void *arg)
     ko.creds = o->creds;
     ko.max_attempts = o->kinesis_max_attempts;
     if (!(k = k2p_kinesis_new(&ko, &err))) {
-        k2p_loader_fail(L, err.code, "shard %s: %s", s->shard_id, err.msg);
+        k2p_loader_fail(L, err.code, "stream '%s' shard %s: %s", o->stream, s->shard_id, err.msg);
         set_state(s, K2P_READER_FAILED, "%s", err.msg);
         goto out;
     }
     k2p_kinesis_set_cancel_flag(k, &L->stop_readers);
+    k2p_kinesis_set_backoff_hooks(k, release_fetch, reacquire_fetch, s);
     if (get_iterator(s, k, &it, &err)) {
         if (!atomic_load(&L->stop_readers))
             k2p_loader_fail(L, err.code, "%s", err.msg);
@@ -263,8 +296,7 @@ void *k2p_reader_main(void *arg)
         k2p_batch *b;
         int64_t now, wait;
         bool caught_up, empty;
-        int rc, limit;
-        size_t fetch_charge;
+        int rc, limit, pace_ms;
 
         if (atomic_load(&L->stop_readers)) {
             set_state(s, K2P_READER_STOPPED, "%s", stop_reason(L));
@@ -277,19 +309,24 @@ void *k2p_reader_main(void *arg)
             break;
         }
         now = k2p_now_ns();
-        wait = (last_call + (int64_t)o->poll_min_ms * 1000000 - now) / 1000000;
+        /* At most one call per poll_min_ms; once the service has throttled this shard, also
+         * no faster than its 2 MB/s read limit for what the last answer carried. */
+        pace_ms = o->poll_min_ms;
+        if (atomic_load(&s->retries_throttled) > 0 && last_bytes / 2000 > (size_t)pace_ms)
+            pace_ms = (int)(last_bytes / 2000);
+        wait = (last_call + (int64_t)pace_ms * 1000000 - now) / 1000000;
         if (last_call && wait > 0)
             nap(L, wait);
-        /* Charge the answer to the in-flight budget before asking for it: response, decoded
-         * records and encoded rows are about 3.5 times the payload. Released below, once the
+        /* Charge the answer to the in-flight budget before asking for it: at most two of
+         * response (1.4x the payload), decoded records (1x) and encoded rows (1.2x) are alive
+         * at once. Released below, once the
          * rows are in a batch (which is then charged what it really holds). */
-        fetch_charge = (size_t)((double)limit * s->bytes_per_record * 3.5) + 65536;
-        k2p_mem_acquire(L, fetch_charge);
+        fetch_charge(s, (size_t)((double)limit * s->bytes_per_record * 2.5) + 65536);
         last_call = k2p_now_ns();
         rc = k2p_kinesis_get_records(k, it, limit, &recs, &err);
         k2p_kinesis_trim(k, K2P_READER_KEEP_BYTES); /* parsed: the response is not needed */
         if (rc)
-            k2p_mem_release(L, fetch_charge);
+            fetch_release(s);
         else
             atomic_fetch_add(&L->records_read, (long long)recs.n);
         if (o->max_messages) /* give back what was claimed but not read */
@@ -306,7 +343,7 @@ void *k2p_reader_main(void *arg)
                 set_state(s, K2P_READER_STOPPED, "%s", stop_reason(L));
                 break;
             }
-            k2p_loader_fail(L, rc, "shard %s: %s", s->shard_id, err.msg);
+            k2p_loader_fail(L, rc, "stream '%s' shard %s: %s", o->stream, s->shard_id, err.msg);
             set_state(s, K2P_READER_FAILED, "%s", err.msg);
             break;
         }
@@ -320,7 +357,7 @@ void *k2p_reader_main(void *arg)
 
         b = k2p_batch_new(s);
         if (!b) {
-            k2p_mem_release(L, fetch_charge);
+            fetch_release(s);
             k2p_loader_fail(L, K2P_ENOMEM, "shard %s: out of memory", s->shard_id);
             set_state(s, K2P_READER_FAILED, "out of memory");
             break;
@@ -349,7 +386,8 @@ void *k2p_reader_main(void *arg)
             b->data_bytes += r->data_len;
         }
         /* The rows are in the batch now: give back the advance charge, learn the record size. */
-        k2p_mem_release(L, fetch_charge);
+        fetch_release(s);
+        last_bytes = recs.data_bytes;
         if (recs.n && recs.data_bytes)
             s->bytes_per_record =
                 0.7 * s->bytes_per_record + 0.3 * ((double)recs.data_bytes / (double)recs.n);
@@ -378,6 +416,17 @@ void *k2p_reader_main(void *arg)
         caught_up = !s->closed_at_listing && recs.n < (size_t)limit &&
                     recs.millis_behind < o->ms_behind_latest;
         empty = recs.n == 0;
+        /* Everything needed from the answer is in the batch now: free the decoded records
+         * before pushing, which may wait for room in the budget. */
+        free(it);
+        it = k2p_strdup(recs.next_iterator);
+        k2p_records_trim(&recs, K2P_READER_KEEP_BYTES);
+        if (!it) {
+            k2p_batch_free(b);
+            k2p_loader_fail(L, K2P_ENOMEM, "shard %s: out of memory", s->shard_id);
+            set_state(s, K2P_READER_FAILED, "out of memory");
+            break;
+        }
         if (caught_up && !o->follow && !any_record)
             b->flags |= K2P_BATCH_TIP_EMPTY;
         if (b->covers_seq[0] || b->flags) {
@@ -387,14 +436,6 @@ void *k2p_reader_main(void *arg)
             }
         } else {
             k2p_batch_free(b); /* nothing read */
-        }
-        free(it);
-        it = k2p_strdup(recs.next_iterator);
-        k2p_records_trim(&recs, K2P_READER_KEEP_BYTES);
-        if (!it) {
-            k2p_loader_fail(L, K2P_ENOMEM, "shard %s: out of memory", s->shard_id);
-            set_state(s, K2P_READER_FAILED, "out of memory");
-            break;
         }
         if (caught_up && !o->follow) {
             set_state(s, K2P_READER_CAUGHT_UP, "%s", "");

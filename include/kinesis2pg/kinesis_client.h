@@ -55,6 +55,12 @@ const k2p_kinesis_stats *k2p_kinesis_get_stats(const k2p_kinesis *k);
  * call): an idle handle then costs little. */
 void k2p_kinesis_trim(k2p_kinesis *k, size_t keep_bytes);
 
+/* Called around every retry backoff sleep of this handle: before(ud) just before it sleeps,
+ * after(ud) when it wakes (either may be NULL). The loader gives back the memory it charged for
+ * an answer while the call waits out throttling. Borrowed; set before use. */
+void k2p_kinesis_set_backoff_hooks(k2p_kinesis *k, void (*before)(void *), void (*after)(void *),
+                                   void *ud);
+
 /* Makes the next backoff sleeps return early when *flag becomes true (shutdown). Borrowed. */
 void k2p_kinesis_set_cancel_flag(k2p_kinesis *k, const atomic_bool *flag);
 
