@@ -208,6 +208,11 @@ int k2p_cmd_reset(const k2p_config *cfg)
         if (!rc)
             rc = k2p_pg_exec(c, "DELETE FROM kinesis2pg.runs WHERE stream = $1 AND target = $2", 2,
                              params, &err);
+        if (!rc) /* a loader that lost its lock must not write over the reset state */
+            rc = k2p_pg_exec(c,
+                             "UPDATE kinesis2pg.owners SET epoch = epoch + 1 "
+                             "WHERE stream = $1 AND target = $2",
+                             2, params, &err);
         if (!rc)
             rc = k2p_pg_exec(c, "COMMIT", 0, NULL, &err);
     }

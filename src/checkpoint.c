@@ -41,6 +41,20 @@ static void take(k2p_shard_rt *s, const k2p_batch *b)
     }
 }
 
+/* Inside the transaction: still the owner? (see k2p_pg_take_ownership) */
+static int fence(k2p_loader *L, const char *const *params, k2p_err *err)
+{
+    PGresult *r = PQexecParams(L->ckpt_conn, k2p_pg_fence_sql, 3, NULL, params, NULL, NULL, 0);
+    int rc = 0;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK)
+        rc = k2p_err_set(err, K2P_EIO, "PostgreSQL: %s", PQerrorMessage(L->ckpt_conn));
+    else if (PQntuples(r) != 1)
+        rc = k2p_err_set(err, K2P_EINUSE, "another kinesis2pg took over stream '%s' into %s",
+                         L->o->stream, L->qualified_table);
+    PQclear(r);
+    return rc;
+}
+
 /* Writes every dirty shard's frontier in one transaction. */
 static int persist(k2p_loader *L, bool *notify, k2p_err *err)
 {
@@ -90,7 +104,9 @@ static int persist(k2p_loader *L, bool *notify, k2p_err *err)
         const char *p1[] = {L->o->stream, ids.data, seqs.data, closed.data, empty.data, ts,
                             L->qualified_table};
         const char *p2[] = {L->o->stream, ids.data, seqs.data, L->qualified_table};
+        const char *pf[] = {L->o->stream, L->qualified_table, L->epoch};
         if ((rc = k2p_pg_exec(L->ckpt_conn, "BEGIN", 0, NULL, err)) ||
+            (rc = fence(L, pf, err)) ||
             (rc = k2p_pg_exec(
                  L->ckpt_conn,
                  "UPDATE kinesis2pg.checkpoints c SET "
@@ -177,6 +193,8 @@ void *k2p_ckpt_main(void *arg)
                 if (said)
                     K2P_LOG(K2P_LOG_LEVEL_INFO, "checkpoint_recovered", "checkpoints saved again");
                 said = false;
+            } else if (rc == K2P_EINUSE) {
+                k2p_loader_fail(L, rc, "%s", err.msg); /* superseded: stop the run */
             } else if (!said) {
                 K2P_LOG(K2P_LOG_LEVEL_WARN, "checkpoint_retry",
                         "saving checkpoints failed (will retry): %s", err.msg);

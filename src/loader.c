@@ -565,6 +565,28 @@ static void progress(k2p_loader *L, int64_t t0_ns, bool final)
     fflush(f);
 }
 
+/* Keeps the stream lock: a session advisory lock dies with its session, e.g. when PostgreSQL
+ * restarts. Once a second, check the coordinator's connection; if it broke, reconnect and hold
+ * the lock (shared) again; writers do the same on every reconnect. Whichever of our sessions
+ * comes back first shuts out a newcomer; if a newcomer was first, fencing
+ * (k2p_pg_take_ownership) stops us from committing and the run ends with a clear error. */
+static void keep_lock(k2p_loader *L, PGconn **conn)
+{
+    k2p_err e = {0};
+    if (*conn && PQstatus(*conn) == CONNECTION_OK) {
+        PGresult *r = PQexec(*conn, "SELECT 1");
+        bool ok = PQresultStatus(r) == PGRES_TUPLES_OK;
+        PQclear(r);
+        if (ok)
+            return;
+    }
+    PQfinish(*conn);
+    if (!(*conn = k2p_pg_connect(L->o->pg_conninfo, &e)))
+        return; /* still down: the writers wait and retry too */
+    if (k2p_pg_lock_stream_shared(*conn, L->o->stream, L->qualified_table, &e) == 0)
+        K2P_LOG(K2P_LOG_LEVEL_INFO, "lock_retaken", "stream lock held again after reconnecting");
+}
+
 /* ---- the run ------------------------------------------------------------------------------- */
 
 static int validate(const k2p_load_opts *o, k2p_err *err)
@@ -704,6 +726,7 @@ int k2p_load_run(const k2p_load_opts *o, k2p_load_result *res, k2p_err *err)
         goto out;
     }
     if ((rc = k2p_pg_lock_stream(conn, o->stream, L.qualified_table, err)) ||
+        (rc = k2p_pg_take_ownership(conn, o->stream, L.qualified_table, L.epoch, err)) ||
         (rc = k2p_pg_load_state(conn, o->stream, L.qualified_table, &L.state, err)))
         goto out;
     L.run_started_us = k2p_wall_us();
@@ -717,7 +740,8 @@ int k2p_load_run(const k2p_load_opts *o, k2p_load_result *res, k2p_err *err)
     /* Writers and the checkpoint thread first: readers push to them. */
     for (int i = 0; i < o->writers; i++) {
         k2p_writer *w = &L.writers[i];
-        if (!(w->conn = k2p_pg_connect(o->pg_conninfo, err))) {
+        if (!(w->conn = k2p_pg_connect(o->pg_conninfo, err)) ||
+            (rc = k2p_pg_lock_stream_shared(w->conn, o->stream, L.qualified_table, err))) {
             rc = err->code;
             goto stop;
         }
@@ -760,6 +784,7 @@ int k2p_load_run(const k2p_load_opts *o, k2p_load_result *res, k2p_err *err)
 
         if (k2p_now_ns() - last_progress >= 1000000000LL) {
             progress(&L, t0, false);
+            keep_lock(&L, &conn);
             last_progress = k2p_now_ns();
         }
         if (L.fatal_code || (o->stop && *o->stop)) {

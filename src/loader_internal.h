@@ -133,6 +133,7 @@ typedef struct k2p_writer {
 typedef struct k2p_loader {
     const k2p_load_opts *o;
     char *qualified_table; /* "schema"."table", quoted */
+    char epoch[24];        /* our ownership epoch of (stream, target): see k2p_pg_take_ownership */
     int64_t run_started_us;
     k2p_stream_state state;
 

@@ -46,6 +46,11 @@ static const char state_ddl[] =
     "  status text NOT NULL,\n"
     "  message text);\n"
     "CREATE INDEX IF NOT EXISTS runs_stream_idx ON kinesis2pg.runs (stream, target, started_at);\n"
+    "CREATE TABLE IF NOT EXISTS kinesis2pg.owners (\n"
+    "  stream text NOT NULL,\n"
+    "  target text NOT NULL,\n"
+    "  epoch bigint NOT NULL,\n"
+    "  PRIMARY KEY (stream, target));\n"
     "CREATE TABLE IF NOT EXISTS kinesis2pg.dead_letters (\n"
     "  stream text NOT NULL,\n"
     "  target text NOT NULL,\n"
@@ -212,22 +217,46 @@ out:
     return rc;
 }
 
+/* One lock key per (stream, target). A starting loader must get it exclusively (nobody else
+ * holds it in any mode); then it holds it shared, like each of its writers' sessions, which
+ * take it again on every reconnect: after a PostgreSQL restart, the first of its sessions to
+ * come back shuts out a newcomer. */
+#define K2P_LOCK_KEY "hashtext('kinesis2pg:' || $1 || ':' || $2)"
+
 int k2p_pg_lock_stream(PGconn *c, const char *stream, const char *target, k2p_err *err)
 {
     const char *params[] = {stream, target};
     PGresult *r = PQexecParams(c,
-                               "SELECT pg_try_advisory_lock(hashtext('kinesis2pg:' || $1 || ':' "
-                               "|| $2))",
+                               "SELECT pg_try_advisory_lock(" K2P_LOCK_KEY "), "
+                               "pg_advisory_lock_shared(" K2P_LOCK_KEY "), "
+                               "pg_advisory_unlock(" K2P_LOCK_KEY ")",
                                2, NULL, params, NULL, NULL, 0);
     int rc = 0;
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         char msg[300];
         rc = k2p_err_set(err, K2P_EIO, "PostgreSQL: %s", pg_msg(c, r, msg, sizeof msg));
     } else if (strcmp(PQgetvalue(r, 0, 0), "t") != 0) {
+        PGresult *u = PQexecParams(c, "SELECT pg_advisory_unlock_shared(" K2P_LOCK_KEY ")", 2,
+                                   NULL, params, NULL, NULL, 0);
+        PQclear(u);
         rc = k2p_err_set(err, K2P_EINUSE,
                          "another kinesis2pg is loading stream '%s' into %s; wait for it to "
                          "finish",
                          stream, target);
+    }
+    PQclear(r);
+    return rc;
+}
+
+int k2p_pg_lock_stream_shared(PGconn *c, const char *stream, const char *target, k2p_err *err)
+{
+    const char *params[] = {stream, target};
+    PGresult *r = PQexecParams(c, "SELECT pg_advisory_lock_shared(" K2P_LOCK_KEY ")", 2, NULL,
+                               params, NULL, NULL, 0);
+    int rc = 0;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        char msg[300];
+        rc = k2p_err_set(err, K2P_EIO, "PostgreSQL: %s", pg_msg(c, r, msg, sizeof msg));
     }
     PQclear(r);
     return rc;
@@ -424,6 +453,26 @@ int k2p_pg_run_end(PGconn *c, int64_t run_id, int64_t rows, int64_t bytes, int64
                            6, params, err);
     }
 }
+
+int k2p_pg_take_ownership(PGconn *c, const char *stream, const char *target, char epoch[24],
+                          k2p_err *err)
+{
+    const char *params[] = {stream, target};
+    PGresult *r = NULL;
+    int rc = query(c,
+                   "INSERT INTO kinesis2pg.owners (stream, target, epoch) VALUES ($1, $2, 1) "
+                   "ON CONFLICT (stream, target) DO UPDATE SET epoch = owners.epoch + 1 "
+                   "RETURNING epoch",
+                   2, params, &r, err);
+    if (rc)
+        return rc;
+    snprintf(epoch, 24, "%s", PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return 0;
+}
+
+const char k2p_pg_fence_sql[] = "SELECT 1 FROM kinesis2pg.owners "
+                                "WHERE stream = $1 AND target = $2 AND epoch = $3 FOR SHARE";
 
 int k2p_pg_array_append(k2p_buf *a, const char *v)
 {

@@ -60,8 +60,22 @@ int k2p_pg_setup(PGconn *c, const char *schema, const char *table, bool raw, boo
  * a NUL. */
 char *k2p_pg_target_name(const char *schema, const char *table);
 
-/* Takes a session advisory lock for (stream, target): one loader at a time. */
+/* One loader per (stream, target): takes the session advisory lock exclusively to check that
+ * nobody holds it, then keeps it in shared mode. K2P_EINUSE when another loader holds it. */
 int k2p_pg_lock_stream(PGconn *c, const char *stream, const char *target, k2p_err *err);
+
+/* The running loader's other sessions (writers, on every connect) hold the lock shared. */
+int k2p_pg_lock_stream_shared(PGconn *c, const char *stream, const char *target, k2p_err *err);
+
+/* Fencing. A session advisory lock does not survive a PostgreSQL restart, so a second loader
+ * could start while the first one carries on: each loader takes ownership of (stream, target)
+ * by bumping its epoch, and every transaction that writes rows or checkpoints first runs
+ * k2p_pg_fence_sql ($1 stream, $2 target, $3 epoch): no row means another loader took over,
+ * and the transaction must not commit. FOR SHARE holds off a new owner's bump until it ends.
+ * On 0, epoch holds the new epoch as text. */
+int k2p_pg_take_ownership(PGconn *c, const char *stream, const char *target, char epoch[24],
+                          k2p_err *err);
+extern const char k2p_pg_fence_sql[];
 
 /* Reads checkpoints, ledger ranges above them and the previous run's start. */
 int k2p_pg_load_state(PGconn *c, const char *stream, const char *target, k2p_stream_state *out,

@@ -151,6 +151,24 @@ static int copy_in(k2p_writer *w, const char *sql, pending *p, size_t off, const
     return rc;
 }
 
+/* Inside the transaction: are we still the owner of (stream, target)? */
+static int fence(k2p_writer *w, k2p_err *err)
+{
+    k2p_loader *L = w->L;
+    const char *params[] = {L->o->stream, L->qualified_table, L->epoch};
+    PGresult *r = PQexecParams(w->conn, k2p_pg_fence_sql, 3, NULL, params, NULL, NULL, 0);
+    int rc = 0;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK)
+        rc = pg_fail(w, r, "ownership check", err);
+    else if (PQntuples(r) != 1)
+        rc = k2p_err_set(err, K2P_EINUSE,
+                         "another kinesis2pg took over stream '%s' into %s (this one lost its "
+                         "lock, e.g. when PostgreSQL restarted); stopping without committing",
+                         L->o->stream, L->qualified_table);
+    PQclear(r);
+    return rc;
+}
+
 static int commit_pending(k2p_writer *w, pending *p, k2p_err *err)
 {
     k2p_loader *L = w->L;
@@ -206,7 +224,7 @@ static int commit_pending(k2p_writer *w, pending *p, k2p_err *err)
         goto out;
     }
 
-    if ((rc = exec_cmd(w, "BEGIN", 0, NULL, "BEGIN", err)))
+    if ((rc = exec_cmd(w, "BEGIN", 0, NULL, "BEGIN", err)) || (rc = fence(w, err)))
         goto out;
     if (rows) {
         k2p_buf_reset(&sql);
@@ -270,6 +288,9 @@ static int flush(k2p_writer *w, pending *p)
             PQfinish(w->conn);
             w->conn = k2p_pg_connect(L->o->pg_conninfo, &err);
             rc = w->conn ? 0 : K2P_ERETRY;
+            /* Back after a restart: hold the stream lock again before committing anything. */
+            if (!rc && k2p_pg_lock_stream_shared(w->conn, L->o->stream, L->qualified_table, &err))
+                rc = K2P_ERETRY;
         } else {
             rc = 0;
         }
