@@ -136,7 +136,7 @@ static char **make_env(void)
  * Peers
  */
 
-int k2p_lt_start(k2p_lt *t)
+static int start_peers(k2p_lt *t, int with_kinesalite)
 {
     const char *parent = getenv("TMPDIR");
     int rc;
@@ -163,18 +163,44 @@ int k2p_lt_start(k2p_lt *t)
         t->skip = 1;
         return 0;
     }
-    if (rc != 0 || k2p_test_kinesalite_start(&t->kl) != 0)
+    if (rc != 0 || (with_kinesalite && k2p_test_kinesalite_start(&t->kl) != 0))
         goto fail;
     t->creds = k2p_test_cred_chain();
     if (!t->creds)
         goto fail;
-    t->client = k2p_test_kinesis_client(t->kl.endpoint, t->creds);
+    if (with_kinesalite)
+        t->client = k2p_test_kinesis_client(t->kl.endpoint, t->creds);
     t->up = 1;
     return 0;
 
 fail:
     k2p_lt_stop(t);
     return -1;
+}
+
+int k2p_lt_start(k2p_lt *t)
+{
+    return start_peers(t, 1);
+}
+
+int k2p_lt_start_pg_only(k2p_lt *t)
+{
+    return start_peers(t, 0);
+}
+
+void k2p_lt_use_endpoint(k2p_lt *t, const char *endpoint)
+{
+    assert_true(strlen(endpoint) < sizeof t->endpoint);
+    snprintf(t->endpoint, sizeof t->endpoint, "%s", endpoint);
+    if (t->client)
+        k2p_kinesis_free(t->client);
+    t->client = k2p_test_kinesis_client(t->endpoint, t->creds);
+}
+
+/* The Kinesis endpoint the programs use. */
+static const char *kinesis_endpoint(const k2p_lt *t)
+{
+    return t->endpoint[0] ? t->endpoint : t->kl.endpoint;
 }
 
 void k2p_lt_stop(k2p_lt *t)
@@ -264,7 +290,7 @@ size_t k2p_lt_produce(k2p_lt *t, const char *stream, k2p_lt_set *set, const char
                                     "AWS_ACCESS_KEY_ID=" LT_AWS_KEY
                                     " AWS_SECRET_ACCESS_KEY=" LT_AWS_SECRET " '%s' --endpoint %s"
                                     " --region us-east-1 --stream '%s' --print %s",
-                                    LT_PRODUCE, t->kl.endpoint, stream, args ? args : ""),
+                                    LT_PRODUCE, kinesis_endpoint(t), stream, args ? args : ""),
                      0);
     fflush(NULL);
     p = popen(cmd.data, "r");
@@ -445,7 +471,7 @@ void k2p_lt_exec(k2p_lt *t, const char *const *argv, int timeout_s, k2p_lt_run *
 
 static const char **loader_argv(k2p_lt *t, const char *const *args)
 {
-    const char *const prefix[] = {"load",      "--endpoint", t->kl.endpoint, "--region",
+    const char *const prefix[] = {"load",      "--endpoint", kinesis_endpoint(t), "--region",
                                   "us-east-1", "--pg",       t->pg.conninfo};
     return join_argv(prefix, K2P_ARRAY_LEN(prefix), args);
 }

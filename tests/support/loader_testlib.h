@@ -57,6 +57,7 @@ typedef struct k2p_lt {
     char tmpdir[256];    /* scratch files (loader output, line files); removed by stop */
     int up;              /* 1 once both peers run */
     int skip;            /* 1 when PostgreSQL is not installed: tests skip */
+    char endpoint[64];   /* set by k2p_lt_use_endpoint: used instead of kl.endpoint */
 } k2p_lt;
 
 /* Starts kinesalite and PostgreSQL. Returns 0; 0 with t->skip = 1 when PostgreSQL's server is
@@ -64,6 +65,15 @@ typedef struct k2p_lt {
  * ours without AWS_*, PG*, DATABASE_URL and SOURCES__* variables, plus test credentials, so
  * nothing from the caller's shell redirects them. */
 int k2p_lt_start(k2p_lt *t);
+
+/* Like k2p_lt_start, but starts PostgreSQL only: for tests that bring their own Kinesis service
+ * (tests/mock_kinesis) and point the helpers at it with k2p_lt_use_endpoint. Same returns;
+ * t->up is 1 once PostgreSQL runs, and t->client is NULL until k2p_lt_use_endpoint. */
+int k2p_lt_start_pg_only(k2p_lt *t);
+
+/* Makes the loader runs, kinesis2pg-produce and t->client use `endpoint` (e.g. a mock_kinesis
+ * started by the test) instead of kinesalite's, from now on. */
+void k2p_lt_use_endpoint(k2p_lt *t, const char *endpoint);
 
 /* Stops both peers and removes the scratch dir. Safe to call twice. */
 void k2p_lt_stop(k2p_lt *t);
