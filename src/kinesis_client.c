@@ -419,15 +419,15 @@ static int oom(k2p_err *err)
 }
 
 /* Parses k->resp as a JSON object; NULL with err set when it is not one. */
-static cJSON *resp_json(k2p_kinesis *k, const char *op, k2p_err *err)
+static cJSON *resp_json(k2p_kinesis *k, const char *op, const char *what, k2p_err *err)
 {
     cJSON *root = cJSON_ParseWithLength(k->resp.data ? k->resp.data : "", k->resp.len);
     if (!cJSON_IsObject(root)) {
         cJSON_Delete(root);
         k2p_err_set(err, K2P_EPARSE,
-                    "Kinesis %s at %s: the answer is not a Kinesis JSON response (is the "
+                    "%s: Kinesis %s at %s: the answer is not a Kinesis JSON response (is the "
                     "endpoint a Kinesis service?)",
-                    op, k->url);
+                    what, op, k->url);
         return NULL;
     }
     return root;
@@ -488,7 +488,7 @@ int k2p_kinesis_describe_stream_summary(k2p_kinesis *k, const char *stream,
         return oom(err);
     if ((rc = call(k, "DescribeStreamSummary", what, err)))
         return rc;
-    if (!(root = resp_json(k, "DescribeStreamSummary", err)))
+    if (!(root = resp_json(k, "DescribeStreamSummary", what, err)))
         return K2P_EPARSE;
     d = cJSON_GetObjectItemCaseSensitive(root, "StreamDescriptionSummary");
     if (!cJSON_IsObject(d)) {
@@ -619,7 +619,7 @@ int k2p_kinesis_get_shard_iterator(k2p_kinesis *k, const char *stream, const cha
     }
     if (rc)
         return rc;
-    if (!(root = resp_json(k, "GetShardIterator", err)))
+    if (!(root = resp_json(k, "GetShardIterator", what, err)))
         return K2P_EPARSE;
     it = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(root, "ShardIterator"));
     if (!it || !*it) {
@@ -695,7 +695,7 @@ static int put_once(k2p_kinesis *k, const char *stream, const k2p_put_entry *ent
         return oom(err);
     if ((rc = call(k, "PutRecords", what, err)))
         return rc;
-    if (!(root = resp_json(k, "PutRecords", err)))
+    if (!(root = resp_json(k, "PutRecords", what, err)))
         return K2P_EPARSE;
     recs = cJSON_GetObjectItemCaseSensitive(root, "Records");
     if (!cJSON_IsArray(recs) || (size_t)cJSON_GetArraySize(recs) != n) {
