@@ -12,8 +12,11 @@ bin="${K2P_BINARY_DIR:?}/kinesis2pg"
 work=$(mktemp -d)
 srv=""
 cleanup() {
+    local rc=$?
+    set +e # wait reports the server's SIGTERM (143): not our failure
     [ -n "$srv" ] && kill "$srv" 2>/dev/null && wait "$srv" 2>/dev/null
     rm -rf "$work"
+    exit "$rc"
 }
 trap cleanup EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
