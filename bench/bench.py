@@ -47,11 +47,12 @@ BACKGROUND = ('checkpointer', 'background writer', 'walwriter', 'autovacuum laun
               'walsender', 'walreceiver')
 
 TABLE_DDL = ('CREATE TABLE {t} ("_kinesis_msg_id" text NOT NULL, "_kinesis__shard_id" text NOT '
-             'NULL, "_kinesis__seq_no" numeric NOT NULL, "_kinesis__ts" timestamptz NOT NULL, '
+             'NULL, "_kinesis__seq_no" numeric NOT NULL, "_kinesis__sub_seq" bigint, '
+             '"_kinesis__ts" timestamptz NOT NULL, '
              '"_kinesis__partition" text NOT NULL, "_kinesis__stream_name" text NOT NULL, '
              '"data" jsonb, PRIMARY KEY ("_kinesis_msg_id"))')
-COLS = ('_kinesis__shard_id', '_kinesis__seq_no', '_kinesis__ts', '_kinesis__partition',
-        '_kinesis__stream_name', 'data')
+COLS = ('_kinesis__shard_id', '_kinesis__seq_no', '_kinesis__sub_seq', '_kinesis__ts',
+        '_kinesis__partition', '_kinesis__stream_name', 'data')
 
 
 def log(msg):
@@ -340,7 +341,7 @@ def dump_to_copy(dump, stream, outs):
             # mock sequence numbers end with the arrival time in ms (13 digits)
             ts = (epoch + td(milliseconds=int(seq[-13:]))).isoformat()
             files[int(sid[8:]) % len(files)].write(
-                '\t'.join((mid, sid, seq, ts, pkey, stream, data)) + '\n')
+                '\t'.join((mid, sid, seq, '\\N', ts, pkey, stream, data)) + '\n')
             n += 1
     for f in files:
         f.close()

@@ -220,7 +220,7 @@ static int text_put_row(k2p_buf *out, const k2p_copy_row *r, int raw)
     static const char hex[] = "0123456789abcdef";
     char id[K2P_MSG_ID_LEN + 1];
     size_t need = K2P_MSG_ID_LEN + 2 * (r->shard_id_len + r->partition_len + r->stream_len) +
-                  r->seq_no_len + 29 + 8 + (raw ? 3 + 2 * r->data_len : 2 * r->data_len);
+                  r->seq_no_len + 29 + 8 + 3 + (raw ? 3 + 2 * r->data_len : 2 * r->data_len);
     char *p;
     if (k2p_buf_reserve(out, need))
         return K2P_ENOMEM;
@@ -233,6 +233,8 @@ static int text_put_row(k2p_buf *out, const k2p_copy_row *r, int raw)
     *p++ = '\t';
     memcpy(p, r->seq_no, r->seq_no_len);
     p += r->seq_no_len;
+    memcpy(p, "\t\\N", 3); /* _kinesis__sub_seq: NULL */
+    p += 3;
     *p++ = '\t';
     p = put_ts_text(p, r->arrival_us);
     *p++ = '\t';
@@ -262,7 +264,7 @@ static int text_put_row(k2p_buf *out, const k2p_copy_row *r, int raw)
 
 static k2p_copy_row row_at(const struct input *in, size_t i)
 {
-    k2p_copy_row r;
+    k2p_copy_row r = {0};
     r.shard_id = in->shard[i];
     r.shard_id_len = strlen(in->shard[i]);
     r.seq_no = in->seq[i];

@@ -73,6 +73,7 @@ enum opt_id {
     O_MS_BEHIND,
     O_CHUNK,
     O_RAW,
+    O_DECOMPRESS,
     O_FOLLOW,
     O_TABLE,
     O_SCHEMA,
@@ -112,6 +113,8 @@ static const char *check_conninfo(const char *v);
 static const char *check_word(const char *v);
 
 static const char *const log_formats[] = {"text", "json", NULL};
+/* In the order of K2P_DECOMPRESS_* (payload_decode.h). */
+static const char *const decompress_modes[] = {"auto", "zstd", "gzip", "none", NULL};
 static const char *const log_levels[] = {"error", "warn", "info", "debug", NULL};
 
 #define OFF(f) offsetof(k2p_config, f)
@@ -144,6 +147,9 @@ static const opt opts[O_COUNT] = {
     [O_RAW] = {"raw", 0, NULL, T_BOOL, "false", NULL, {NULL}, "sources.kinesis.parse_json",
                C_LOAD | C_TAIL, F_DLT_INVERT, 0, 0, NULL, NULL, OFF(raw),
                "store the payload as bytea instead of jsonb (dlt: parse_json = false)"},
+    [O_DECOMPRESS] = {"decompress", 0, "MODE", T_ENUM, "auto", NULL, {NULL}, NULL, C_LOAD | C_TAIL,
+                      0, 0, 0, decompress_modes, NULL, OFF(decompress),
+                      "auto (zstd or gzip by their magic bytes), zstd, gzip or none"},
     [O_FOLLOW] = {"follow", 0, NULL, T_BOOL, "false", NULL, {NULL}, NULL, C_LOAD | C_TAIL, 0, 0, 0,
                   NULL, NULL, OFF(follow),
                   "never stop at the tip (SIGTERM: flush, checkpoint, exit 0)"},

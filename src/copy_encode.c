@@ -7,12 +7,15 @@
 
 #include "kinesis2pg/common.h"
 
+#include <inttypes.h>
+#include <stdio.h>
 #include <string.h>
 
 const char *const k2p_copy_columns[K2P_COPY_NCOLS] = {
     "_kinesis_msg_id",
     "_kinesis__shard_id",
     "_kinesis__seq_no",
+    "_kinesis__sub_seq",
     "_kinesis__ts",
     "_kinesis__partition",
     "_kinesis__stream_name",
@@ -196,17 +199,20 @@ void k2p_shake128(const void *in, size_t n, unsigned char *out, size_t outlen)
     shake_squeeze(&c, out, outlen);
 }
 
-void k2p_copy_msg_id(const char *shard_id, size_t shard_id_len, const char *seq_no,
-                     size_t seq_no_len, char out[K2P_MSG_ID_LEN + 1])
+/* dlt: digest128(shard_id + sequence_number) = base64(shake_128(utf8).digest(15)); a user
+ * record of a KPL aggregate adds ":" and its sub-sequence number in decimal. */
+static void msg_id(const char *shard_id, size_t shard_id_len, const char *seq_no,
+                   size_t seq_no_len, const char *sub, size_t sub_len, char out[K2P_MSG_ID_LEN + 1])
 {
     static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     unsigned char digest[15];
     shake_ctx c;
 
-    /* dlt: digest128(shard_id + sequence_number) = base64(shake_128(utf8).digest(15)). */
     memset(&c, 0, sizeof c);
     shake_absorb(&c, (const unsigned char *)shard_id, shard_id_len);
     shake_absorb(&c, (const unsigned char *)seq_no, seq_no_len);
+    if (sub_len)
+        shake_absorb(&c, (const unsigned char *)sub, sub_len);
     shake_squeeze(&c, digest, sizeof digest);
     for (int g = 0; g < 5; g++) {
         uint32_t v =
@@ -217,6 +223,20 @@ void k2p_copy_msg_id(const char *shard_id, size_t shard_id_len, const char *seq_
         out[4 * g + 3] = b64[v & 63];
     }
     out[K2P_MSG_ID_LEN] = '\0';
+}
+
+void k2p_copy_msg_id(const char *shard_id, size_t shard_id_len, const char *seq_no,
+                     size_t seq_no_len, char out[K2P_MSG_ID_LEN + 1])
+{
+    msg_id(shard_id, shard_id_len, seq_no, seq_no_len, NULL, 0, out);
+}
+
+void k2p_copy_msg_id_sub(const char *shard_id, size_t shard_id_len, const char *seq_no,
+                         size_t seq_no_len, uint32_t sub_seq, char out[K2P_MSG_ID_LEN + 1])
+{
+    char sub[16];
+    int n = snprintf(sub, sizeof sub, ":%" PRIu32, sub_seq);
+    msg_id(shard_id, shard_id_len, seq_no, seq_no_len, sub, (size_t)n, out);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -351,17 +371,27 @@ int k2p_copy_put_row(k2p_buf *out, const k2p_copy_row *row, int data_type)
         row->data_len >= FIELD_MAX)
         return K2P_EINVAL;
     datalen = row->data_len + (data_type == K2P_COPY_JSONB ? 1 : 0);
-    need = 2 + 4 * K2P_COPY_NCOLS + K2P_MSG_ID_LEN + row->shard_id_len + numlen + 8 +
-           row->partition_len + row->stream_len + datalen;
+    need = 2 + 4 * K2P_COPY_NCOLS + K2P_MSG_ID_LEN + row->shard_id_len + numlen +
+           (row->has_sub_seq ? 8 : 0) + 8 + row->partition_len + row->stream_len + datalen;
     if (k2p_buf_reserve(out, need) != 0)
         return K2P_ENOMEM;
-    k2p_copy_msg_id(row->shard_id, row->shard_id_len, row->seq_no, row->seq_no_len, id);
+    if (row->has_sub_seq)
+        k2p_copy_msg_id_sub(row->shard_id, row->shard_id_len, row->seq_no, row->seq_no_len,
+                            row->sub_seq, id);
+    else
+        k2p_copy_msg_id(row->shard_id, row->shard_id_len, row->seq_no, row->seq_no_len, id);
 
     p = (unsigned char *)out->data + out->len;
     p = put_be16(p, K2P_COPY_NCOLS);
     p = put_field(p, id, K2P_MSG_ID_LEN);
     p = put_field(p, row->shard_id, row->shard_id_len);
     p = put_field(p, num, numlen);
+    if (row->has_sub_seq) {
+        p = put_be32(p, 8);
+        p = put_be64(p, row->sub_seq);
+    } else {
+        p = put_be32(p, UINT32_MAX); /* -1: NULL */
+    }
     p = put_be32(p, 8);
     p = put_be64(p, (uint64_t)ts);
     p = put_field(p, row->partition, row->partition_len);
@@ -445,6 +475,7 @@ int k2p_copy_sql_create_table(k2p_buf *out, const char *schema, const char *tabl
         "text NOT NULL",
         "text NOT NULL",
         "numeric NOT NULL",
+        "bigint",
         "timestamptz NOT NULL",
         "text NOT NULL",
         "text NOT NULL",
@@ -473,6 +504,17 @@ int k2p_copy_sql_create_table(k2p_buf *out, const char *schema, const char *tabl
         rc = k2p_buf_puts(out, ", PRIMARY KEY (\"_kinesis_msg_id\")");
     if (!rc)
         rc = k2p_buf_putc(out, ')');
+    return finish(out, start, rc);
+}
+
+int k2p_copy_sql_add_sub_seq(k2p_buf *out, const char *schema, const char *table)
+{
+    size_t start = out->len;
+    int rc = k2p_buf_puts(out, "ALTER TABLE ");
+    if (!rc)
+        rc = put_qualified(out, schema, table);
+    if (!rc)
+        rc = k2p_buf_puts(out, " ADD COLUMN IF NOT EXISTS \"_kinesis__sub_seq\" bigint");
     return finish(out, start, rc);
 }
 

@@ -41,6 +41,7 @@ void k2p_load_opts_from_config(k2p_load_opts *o, const k2p_config *cfg, k2p_cred
     o->max_messages = cfg->max_messages;
     o->ms_behind_latest = cfg->ms_behind_latest;
     o->raw = cfg->raw;
+    o->decompress = cfg->decompress;
     o->follow = cfg->follow;
     o->primary_key = !cfg->no_primary_key;
     o->chunk_size = (int)cfg->chunk_size;

@@ -58,9 +58,17 @@ static const char state_ddl[] =
     "  seq_no numeric NOT NULL,\n"
     "  reason text NOT NULL,\n"
     "  data bytea,\n"
-    "  at timestamptz NOT NULL DEFAULT now());\n"
+    "  at timestamptz NOT NULL DEFAULT now(),\n"
+    "  sub_seq bigint);\n"
     "CREATE INDEX IF NOT EXISTS dead_letters_stream_idx\n"
-    "  ON kinesis2pg.dead_letters (stream, target, shard_id, seq_no);\n";
+    "  ON kinesis2pg.dead_letters (stream, target, shard_id, seq_no);\n"
+    /* Added for KPL aggregates; checked first so that a table that has it is not locked. */
+    "DO $$ BEGIN\n"
+    "  IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = 'kinesis2pg'\n"
+    "                 AND table_name = 'dead_letters' AND column_name = 'sub_seq') THEN\n"
+    "    ALTER TABLE kinesis2pg.dead_letters ADD COLUMN sub_seq bigint;\n"
+    "  END IF;\n"
+    "END $$;\n";
 
 void k2p_pg_format_ts(int64_t us, char out[K2P_TS_BUF])
 {
@@ -192,23 +200,38 @@ int k2p_pg_setup(PGconn *c, const char *schema, const char *table, bool raw, boo
             goto out;
         }
     }
-    /* The data column must match --raw: loading jsonb into bytea (or back) would fail later. */
+    /* The data column must match --raw: loading jsonb into bytea (or back) would fail later.
+     * A table made before _kinesis__sub_seq existed gets it (NULL for the rows it has). */
     {
         const char *params[] = {schema, table};
         PGresult *r = PQexecParams(c,
-                                   "SELECT data_type FROM information_schema.columns "
+                                   "SELECT column_name, data_type FROM information_schema.columns "
                                    "WHERE table_schema = $1 AND table_name = $2 "
-                                   "AND column_name = 'data'",
+                                   "AND column_name IN ('data', '_kinesis__sub_seq')",
                                    2, NULL, params, NULL, NULL, 0);
-        if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
-            const char *t = PQgetvalue(r, 0, 0);
-            if (strcmp(t, raw ? "bytea" : "jsonb") != 0)
+        bool has_sub_seq = false;
+        for (int i = 0; PQresultStatus(r) == PGRES_TUPLES_OK && i < PQntuples(r); i++) {
+            const char *t = PQgetvalue(r, i, 1);
+            if (strcmp(PQgetvalue(r, i, 0), "data") != 0)
+                has_sub_seq = true;
+            else if (strcmp(t, raw ? "bytea" : "jsonb") != 0)
                 rc = k2p_err_set(err, K2P_ECONFIG,
                                  "table \"%s\".\"%s\" has data of type %s but this run %s; "
                                  "use %s or another --table",
                                  schema, table, t,
                                  raw ? "stores raw bytes (--raw)" : "stores jsonb",
                                  raw ? "no --raw" : "--raw");
+        }
+        if (!rc && PQresultStatus(r) == PGRES_TUPLES_OK && !has_sub_seq) {
+            k2p_buf_reset(&sql);
+            if (k2p_copy_sql_add_sub_seq(&sql, schema, table))
+                rc = k2p_err_set(err, K2P_ENOMEM, "out of memory");
+            else if ((rc = k2p_pg_exec(c, sql.data, 0, NULL, err))) {
+                char detail[sizeof err->msg];
+                memcpy(detail, err->msg, sizeof detail);
+                k2p_err_set(err, rc, "cannot add column _kinesis__sub_seq to \"%s\".\"%s\": %s",
+                            schema, table, detail);
+            }
         }
         PQclear(r);
     }

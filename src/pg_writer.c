@@ -237,7 +237,7 @@ static int commit_pending(k2p_writer *w, pending *p, k2p_err *err)
     }
     if (dead &&
         (rc = copy_in(w,
-                      "COPY kinesis2pg.dead_letters (stream, target, shard_id, seq_no, reason, data) "
+                      "COPY kinesis2pg.dead_letters (stream, target, shard_id, seq_no, sub_seq, reason, data) "
                       "FROM STDIN (FORMAT binary)",
                       p, offsetof(k2p_batch, dead), "COPY into kinesis2pg.dead_letters", err)))
         goto out;

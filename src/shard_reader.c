@@ -20,6 +20,7 @@
 #include "kinesis2pg/copy_encode.h"
 #include "kinesis2pg/json_validate.h"
 #include "kinesis2pg/seqnum.h"
+#include "kinesis2pg/unpack.h"
 #include "loader_internal.h"
 #include "shard_iter.h"
 
@@ -110,36 +111,46 @@ static int put_field(k2p_buf *out, const void *p, size_t n)
     return k2p_buf_append(out, len, 4) || k2p_buf_append(out, p, n) ? K2P_ENOMEM : 0;
 }
 
-/* Appends a dead_letters tuple: stream, target, shard_id, seq_no numeric, reason, data bytea. */
-static int put_dead(k2p_buf *out, const k2p_shard_rt *s, const k2p_record *r, const char *reason)
+/* Appends a dead_letters tuple: stream, target, shard_id, seq_no numeric, sub_seq int8,
+ * reason, data bytea. */
+static int put_dead(k2p_buf *out, const k2p_shard_rt *s, const k2p_record *r,
+                    const k2p_user_record *ur, const char *reason)
 {
     unsigned char num[K2P_NUMERIC_MAX_BYTES];
+    unsigned char sub[8];
     size_t nl = k2p_copy_numeric(r->seq, r->seq_len, num);
     size_t before = out->len;
     const char *stream = s->L->o->stream, *target = s->L->qualified_table;
     if (!nl)
         return K2P_EINVAL;
-    if (k2p_buf_append(out, "\0\6", 2) || put_field(out, stream, strlen(stream)) ||
+    for (int i = 0; i < 8; i++)
+        sub[i] = (unsigned char)((uint64_t)ur->sub_seq >> (56 - 8 * i));
+    if (k2p_buf_append(out, "\0\7", 2) || put_field(out, stream, strlen(stream)) ||
         put_field(out, target, strlen(target)) ||
         put_field(out, s->shard_id, strlen(s->shard_id)) || put_field(out, num, nl) ||
-        put_field(out, reason, strlen(reason)) || put_field(out, r->data, r->data_len)) {
+        (ur->has_sub_seq ? put_field(out, sub, 8)
+                         : k2p_buf_append(out, "\xff\xff\xff\xff", 4)) || /* NULL */
+        put_field(out, reason, strlen(reason)) || put_field(out, ur->data, ur->data_len)) {
         out->len = before;
         return K2P_ENOMEM;
     }
     return 0;
 }
 
-/* Encodes one record into b: a target row, or a dead letter with the reason. */
-static int encode(k2p_shard_rt *s, k2p_batch *b, const k2p_record *r)
+/* Encodes one user record of r into b: a target row, or a dead letter with the reason. */
+static int encode_one(k2p_shard_rt *s, k2p_batch *b, const k2p_record *r,
+                      const k2p_user_record *ur)
 {
     k2p_loader *L = s->L;
     char reason[200];
     k2p_json_error je;
     size_t bad;
 
-    if (!k2p_utf8_valid(r->pkey, r->pkey_len, &bad)) {
+    if (ur->reason) {
+        snprintf(reason, sizeof reason, "%s", ur->reason);
+    } else if (!k2p_utf8_valid(ur->pkey, ur->pkey_len, &bad)) {
         snprintf(reason, sizeof reason, "partition key is not valid UTF-8 (byte %zu)", bad);
-    } else if (!L->o->raw && k2p_json_validate(r->data, r->data_len, &je) != K2P_JSON_OK) {
+    } else if (!L->o->raw && k2p_json_validate(ur->data, ur->data_len, &je) != K2P_JSON_OK) {
         k2p_json_error_format(&je, reason, sizeof reason);
     } else {
         k2p_copy_row row = {
@@ -147,13 +158,15 @@ static int encode(k2p_shard_rt *s, k2p_batch *b, const k2p_record *r)
             .shard_id_len = strlen(s->shard_id),
             .seq_no = r->seq,
             .seq_no_len = r->seq_len,
+            .has_sub_seq = ur->has_sub_seq,
+            .sub_seq = ur->sub_seq,
             .arrival_us = r->arrival_us,
-            .partition = r->pkey,
-            .partition_len = r->pkey_len,
+            .partition = ur->pkey,
+            .partition_len = ur->pkey_len,
             .stream = L->o->stream,
             .stream_len = strlen(L->o->stream),
-            .data = r->data,
-            .data_len = r->data_len,
+            .data = ur->data,
+            .data_len = ur->data_len,
         };
         int rc = k2p_copy_put_row(&b->rows, &row, L->o->raw ? K2P_COPY_BYTEA : K2P_COPY_JSONB);
         if (rc == 0) {
@@ -166,7 +179,26 @@ static int encode(k2p_shard_rt *s, k2p_batch *b, const k2p_record *r)
                                         "out of range)");
     }
     b->n_dead++;
-    return put_dead(&b->dead, s, r, reason);
+    return put_dead(&b->dead, s, r, ur, reason);
+}
+
+/* Encodes the user records of one Kinesis record (one, unless it is a KPL aggregate) into b.
+ * An aggregate is never split between batches, so its rows commit together and the ledger
+ * and checkpoints, which count Kinesis records, stay exact. Returns 0 or an error that is not
+ * the record's fault (*why says what). */
+static int encode(k2p_shard_rt *s, k2p_batch *b, const k2p_record *r, k2p_unpacker *u,
+                  const char **why)
+{
+    k2p_user_record ur = {0};
+    int rc = k2p_unpack_begin(u, r);
+    *why = "out of memory";
+    if (rc == K2P_EIO)
+        *why = "MD5 failed while checking a KPL aggregate";
+    while (rc == 0 && (rc = k2p_unpack_next(u, &ur)) == 1)
+        rc = encode_one(s, b, r, &ur);
+    if (rc && rc != K2P_ENOMEM && ur.reason)
+        *why = ur.reason;
+    return rc;
 }
 
 static void set_state(k2p_shard_rt *s, k2p_reader_state st, const char *fmt, ...)
@@ -264,6 +296,8 @@ void *k2p_reader_main(void *arg)
     k2p_kinesis_opts ko = {0};
     k2p_kinesis *k = NULL;
     k2p_records recs;
+    k2p_unpacker unpack;
+    const char *encode_failed = NULL;
     k2p_err err = {0};
     char *it = NULL;
     size_t skip_idx = 0;
@@ -272,6 +306,7 @@ void *k2p_reader_main(void *arg)
     bool any_record = s->had_checkpoint_seq;
 
     k2p_records_init(&recs);
+    k2p_unpacker_init(&unpack, o->decompress, 0);
     ko.endpoint = o->endpoint;
     ko.region = o->region;
     ko.ca_file = o->ca_file;
@@ -375,7 +410,7 @@ void *k2p_reader_main(void *arg)
                 atomic_fetch_add(&s->skipped, 1);
                 continue;
             }
-            if (encode(s, b, r)) {
+            if (encode(s, b, r, &unpack, &encode_failed)) {
                 k2p_batch_free(b);
                 b = NULL;
                 break;
@@ -392,8 +427,9 @@ void *k2p_reader_main(void *arg)
             s->bytes_per_record =
                 0.7 * s->bytes_per_record + 0.3 * ((double)recs.data_bytes / (double)recs.n);
         if (!b) {
-            k2p_loader_fail(L, K2P_ENOMEM, "shard %s: out of memory encoding rows", s->shard_id);
-            set_state(s, K2P_READER_FAILED, "out of memory");
+            k2p_loader_fail(L, K2P_ENOMEM, "shard %s: encoding rows: %s", s->shard_id,
+                            encode_failed);
+            set_state(s, K2P_READER_FAILED, "%s", encode_failed);
             break;
         }
         if (recs.n) {
@@ -421,6 +457,7 @@ void *k2p_reader_main(void *arg)
         free(it);
         it = k2p_strdup(recs.next_iterator);
         k2p_records_trim(&recs, K2P_READER_KEEP_BYTES);
+        k2p_unpacker_trim(&unpack, K2P_READER_KEEP_BYTES);
         if (!it) {
             k2p_batch_free(b);
             k2p_loader_fail(L, K2P_ENOMEM, "shard %s: out of memory", s->shard_id);
@@ -451,6 +488,7 @@ out:
     k2p_ring_close(&s->ring);
     free(it);
     k2p_records_deinit(&recs);
+    k2p_unpacker_deinit(&unpack);
     k2p_kinesis_free(k);
     k2p_loader_notify(L);
     return NULL;

@@ -9,8 +9,11 @@
  * those records again on the next run (at-least-once; `load` is the exactly-once path).
  *
  * Each line: {"_kinesis_msg_id", "_kinesis__shard_id", "_kinesis__seq_no" (string),
- * "_kinesis__ts" (RFC 3339), "_kinesis__partition", "_kinesis__stream_name", and "data" (the
- * payload itself when it is valid JSON and --raw is off) or "data_base64"}.
+ * "_kinesis__sub_seq" (user records of KPL aggregates only), "_kinesis__ts" (RFC 3339),
+ * "_kinesis__partition", "_kinesis__stream_name", and "data" (the payload itself when it is
+ * valid JSON and --raw is off) or "data_base64" (with "error" when the load would make it a
+ * dead letter for a reason other than JSON). Payloads are de-aggregated and decompressed as
+ * `load` does (unpack.h).
  *
  * Threading: main thread only.
  */
@@ -31,6 +34,7 @@
 #include "kinesis2pg/copy_encode.h"
 #include "kinesis2pg/json_validate.h"
 #include "kinesis2pg/kinesis_client.h"
+#include "kinesis2pg/unpack.h"
 #include "pg_state.h"
 #include "shard_iter.h"
 #include "shard_plan.h"
@@ -57,6 +61,7 @@ typedef struct tail_ctx {
     tail_shard *sh;
     size_t n_sh;
     k2p_buf out;
+    k2p_unpacker unpack; /* KPL aggregates and --decompress */
     int64_t printed;
     const volatile sig_atomic_t *stop;
 } tail_ctx;
@@ -253,40 +258,67 @@ static bool ready(const tail_ctx *t, size_t i)
 
 /* ---- output -------------------------------------------------------------------------------- */
 
-static void put_line(tail_ctx *t, const char *shard_id, const k2p_record *r)
+static void put_line(tail_ctx *t, const char *shard_id, const k2p_record *r,
+                     const k2p_user_record *ur)
 {
     k2p_buf *b = &t->out;
     char id[K2P_MSG_ID_LEN + 1], ts[K2P_TS_BUF];
     const char *stream = t->cfg->stream;
-    k2p_copy_msg_id(shard_id, strlen(shard_id), r->seq, r->seq_len, id);
+    if (ur->has_sub_seq)
+        k2p_copy_msg_id_sub(shard_id, strlen(shard_id), r->seq, r->seq_len, ur->sub_seq, id);
+    else
+        k2p_copy_msg_id(shard_id, strlen(shard_id), r->seq, r->seq_len, id);
     k2p_pg_format_ts(r->arrival_us, ts);
     k2p_buf_puts(b, "{\"_kinesis_msg_id\":\"");
     k2p_buf_puts(b, id);
     k2p_buf_puts(b, "\",\"_kinesis__shard_id\":");
     k2p_buf_put_json_str(b, shard_id, strlen(shard_id));
-    k2p_buf_printf(b, ",\"_kinesis__seq_no\":\"%s\",\"_kinesis__ts\":\"%s\"", r->seq, ts);
+    k2p_buf_printf(b, ",\"_kinesis__seq_no\":\"%s\"", r->seq);
+    if (ur->has_sub_seq)
+        k2p_buf_printf(b, ",\"_kinesis__sub_seq\":%u", (unsigned)ur->sub_seq);
+    k2p_buf_printf(b, ",\"_kinesis__ts\":\"%s\"", ts);
     k2p_buf_puts(b, ",\"_kinesis__partition\":");
-    k2p_buf_put_json_str(b, r->pkey, r->pkey_len);
+    k2p_buf_put_json_str(b, ur->pkey, ur->pkey_len);
     k2p_buf_puts(b, ",\"_kinesis__stream_name\":");
     k2p_buf_put_json_str(b, stream, strlen(stream));
-    if (!t->cfg->raw && k2p_json_validate(r->data, r->data_len, NULL) == K2P_JSON_OK) {
+    if (!ur->reason && !t->cfg->raw &&
+        k2p_json_validate(ur->data, ur->data_len, NULL) == K2P_JSON_OK) {
         /* Valid JSON goes in as it is, minus surrounding whitespace (newlines would break
          * the one-record-per-line format; inside strings they are escaped already). */
-        size_t a = 0, z = r->data_len;
-        while (a < z && strchr(" \t\r\n", r->data[a]))
+        size_t a = 0, z = ur->data_len;
+        while (a < z && strchr(" \t\r\n", ur->data[a]))
             a++;
-        while (z > a && strchr(" \t\r\n", r->data[z - 1]))
+        while (z > a && strchr(" \t\r\n", ur->data[z - 1]))
             z--;
         k2p_buf_puts(b, ",\"data\":");
         for (size_t i = a; i < z; i++) /* JSON whitespace between tokens: keep it one line */
-            k2p_buf_putc(b, (r->data[i] == '\n' || r->data[i] == '\r') ? ' ' : (char)r->data[i]);
+            k2p_buf_putc(b, (ur->data[i] == '\n' || ur->data[i] == '\r') ? ' ' : (char)ur->data[i]);
     } else {
+        if (ur->reason) { /* the load would dead-letter it: say why */
+            k2p_buf_puts(b, ",\"error\":");
+            k2p_buf_put_json_str(b, ur->reason, strlen(ur->reason));
+        }
         k2p_buf_puts(b, ",\"data_base64\":\"");
-        if (k2p_buf_reserve(b, k2p_base64_encoded_len(r->data_len) + 1) == 0)
-            b->len += k2p_base64_encode(r->data, r->data_len, b->data + b->len);
+        if (k2p_buf_reserve(b, k2p_base64_encoded_len(ur->data_len) + 1) == 0)
+            b->len += k2p_base64_encode(ur->data, ur->data_len, b->data + b->len);
         k2p_buf_putc(b, '"');
     }
     k2p_buf_puts(b, "}\n");
+}
+
+/* Prints the user records of r (one, unless it is a KPL aggregate). */
+static int put_record(tail_ctx *t, const char *shard_id, const k2p_record *r, k2p_err *err)
+{
+    k2p_user_record ur = {0};
+    int rc = k2p_unpack_begin(&t->unpack, r);
+    while (rc == 0 && (rc = k2p_unpack_next(&t->unpack, &ur)) == 1) {
+        put_line(t, shard_id, r, &ur);
+        rc = 0;
+    }
+    if (rc)
+        return k2p_err_set(err, rc, "shard %s: %s", shard_id,
+                           ur.reason && rc != K2P_ENOMEM ? ur.reason : "out of memory");
+    return 0;
 }
 
 static int flush_out(tail_ctx *t, k2p_err *err)
@@ -343,7 +375,8 @@ static int poll_shard(tail_ctx *t, size_t i, k2p_records *recs, bool *progress, 
                 continue;
             ts->filter_before_us = 0;
         }
-        put_line(t, c->shard_id, r);
+        if ((rc = put_record(t, c->shard_id, r, err)))
+            return rc;
         t->printed++;
     }
     if (recs->n) {
@@ -381,6 +414,7 @@ int k2p_tail_run(const k2p_config *cfg, k2p_cred_chain *creds,
     t.stop = stop;
     t.run_started_us = k2p_wall_us();
     k2p_buf_init(&t.out, 0);
+    k2p_unpacker_init(&t.unpack, cfg->decompress, 0);
     k2p_records_init(&recs);
     ko.endpoint = cfg->endpoint;
     ko.region = cfg->region;
@@ -424,6 +458,7 @@ out:
     free(t.sh);
     k2p_stream_state_deinit(&t.st);
     k2p_records_deinit(&recs);
+    k2p_unpacker_deinit(&t.unpack);
     k2p_kinesis_free(t.k);
     k2p_buf_deinit(&t.out);
     return rc;

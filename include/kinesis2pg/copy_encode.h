@@ -18,8 +18,14 @@
  *                               (FIPS 202, fixed input layout). Costs one Keccak-f[1600]
  *                               permutation, ~0.55 us per row: negligible next to Kinesis's
  *                               2 MB/s per shard, and worth the compatibility.
- *   _kinesis__shard_id text, _kinesis__seq_no numeric, _kinesis__ts timestamptz,
- *   _kinesis__partition text, _kinesis__stream_name text, data jsonb | bytea.
+ *                               A user record of a KPL aggregate hashes the shard id, the
+ *                               sequence number, ':' and its sub-sequence number in decimal
+ *                               ("shardId-000000000000" "4960..." ":3"), so every user record
+ *                               has its own id and a plain record keeps dlt's.
+ *   _kinesis__shard_id text, _kinesis__seq_no numeric,
+ *   _kinesis__sub_seq bigint    the position in the KPL aggregate; NULL for a plain record,
+ *   _kinesis__ts timestamptz, _kinesis__partition text, _kinesis__stream_name text,
+ *   data jsonb | bytea.
  *
  * Threading: pure functions on caller buffers; reentrant. Readers encode straight into their
  * batch buffer, so writers never re-encode.
@@ -29,10 +35,11 @@
 
 #include "kinesis2pg/buf.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-#define K2P_COPY_NCOLS 7
+#define K2P_COPY_NCOLS 8
 #define K2P_MSG_ID_LEN 20 /* base64 of 15 bytes: no padding */
 #define K2P_SEQNO_MAX_DIGITS 129
 #define K2P_PG_IDENT_MAX 63 /* NAMEDATALEN - 1: longer names would be truncated silently */
@@ -59,6 +66,8 @@ typedef struct k2p_copy_row {
     size_t shard_id_len;
     const char *seq_no; /* decimal: 0|[1-9][0-9]{0,128} */
     size_t seq_no_len;
+    bool has_sub_seq;   /* a user record of a KPL aggregate: */
+    uint32_t sub_seq;   /* its position in the aggregate */
     int64_t arrival_us; /* ApproximateArrivalTimestamp, microseconds since the Unix epoch */
     const char *partition;
     size_t partition_len;
@@ -82,6 +91,10 @@ int k2p_copy_end(k2p_buf *out);
 /* Writes the message id (K2P_MSG_ID_LEN chars + NUL) of a record into out. */
 void k2p_copy_msg_id(const char *shard_id, size_t shard_id_len, const char *seq_no,
                      size_t seq_no_len, char out[K2P_MSG_ID_LEN + 1]);
+
+/* The same for the user record at position sub_seq of a KPL aggregate. */
+void k2p_copy_msg_id_sub(const char *shard_id, size_t shard_id_len, const char *seq_no,
+                         size_t seq_no_len, uint32_t sub_seq, char out[K2P_MSG_ID_LEN + 1]);
 
 /* SHAKE128 (FIPS 202) of n bytes into outlen bytes of output. */
 void k2p_shake128(const void *in, size_t n, unsigned char *out, size_t outlen);
@@ -110,6 +123,10 @@ int k2p_copy_sql_create_schema(k2p_buf *out, const char *schema);
  * metadata columns are NOT NULL. 0, K2P_EINVAL or K2P_ENOMEM. */
 int k2p_copy_sql_create_table(k2p_buf *out, const char *schema, const char *table, int data_type,
                               int primary_key);
+
+/* Appends `ALTER TABLE "schema"."table" ADD COLUMN IF NOT EXISTS "_kinesis__sub_seq" bigint`:
+ * tables made before the column existed get it. 0, K2P_EINVAL or K2P_ENOMEM. */
+int k2p_copy_sql_add_sub_seq(k2p_buf *out, const char *schema, const char *table);
 
 /* Appends `COPY "schema"."table" ("_kinesis_msg_id", ...) FROM STDIN (FORMAT binary)`.
  * 0, K2P_EINVAL or K2P_ENOMEM. */

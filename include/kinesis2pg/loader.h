@@ -33,6 +33,7 @@ typedef struct k2p_load_opts {
     int64_t max_messages;     /* 0: unlimited */
     int64_t ms_behind_latest; /* caught up below this */
     bool raw;
+    int decompress;     /* K2P_DECOMPRESS_* (0: auto) */
     bool follow;
     bool primary_key;
     int chunk_size;     /* GetRecords Limit */

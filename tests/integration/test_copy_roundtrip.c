@@ -142,7 +142,7 @@ static const struct rec recs[] = {
 
 static k2p_copy_row row_of(const struct rec *r, const void *data, size_t data_len)
 {
-    k2p_copy_row row;
+    k2p_copy_row row = {0};
     row.shard_id = r->shard;
     row.shard_id_len = strlen(r->shard);
     row.seq_no = r->seq;
@@ -189,7 +189,11 @@ static void check_row(const char *table, const k2p_copy_row *row, int data_type)
     k2p_buf qt;
     PGresult *r;
 
-    k2p_copy_msg_id(row->shard_id, row->shard_id_len, row->seq_no, row->seq_no_len, id);
+    if (row->has_sub_seq)
+        k2p_copy_msg_id_sub(row->shard_id, row->shard_id_len, row->seq_no, row->seq_no_len,
+                            row->sub_seq, id);
+    else
+        k2p_copy_msg_id(row->shard_id, row->shard_id_len, row->seq_no, row->seq_no_len, id);
     k2p_buf_init(&qt, 0);
     assert_int_equal(k2p_pg_quote_ident(&qt, SCHEMA, strlen(SCHEMA)), 0);
     assert_int_equal(k2p_buf_putc(&qt, '.'), 0);
@@ -197,7 +201,7 @@ static void check_row(const char *table, const k2p_copy_row *row, int data_type)
     snprintf(sql, sizeof sql,
              "SELECT _kinesis_msg_id, _kinesis__shard_id, _kinesis__seq_no, _kinesis__ts, "
              "_kinesis__partition, _kinesis__stream_name, data, _kinesis__seq_no::text, "
-             "%s FROM %s WHERE _kinesis_msg_id = $1",
+             "%s, _kinesis__sub_seq FROM %s WHERE _kinesis_msg_id = $1",
              data_type == K2P_COPY_JSONB ? "data = $2::text::jsonb" : "true", qt.data);
     k2p_buf_deinit(&qt);
     params[0] = id;
@@ -237,6 +241,12 @@ static void check_row(const char *table, const k2p_copy_row *row, int data_type)
     /* numeric as text: the digits we were given, unchanged */
     assert_int_equal(PQgetlength(r, 0, 7), row->seq_no_len);
     assert_memory_equal(PQgetvalue(r, 0, 7), row->seq_no, row->seq_no_len);
+    if (row->has_sub_seq) {
+        assert_int_equal(PQgetlength(r, 0, 9), 8);
+        assert_int_equal(be64(PQgetvalue(r, 0, 9)), row->sub_seq);
+    } else {
+        assert_true(PQgetisnull(r, 0, 9));
+    }
     PQclear(r);
 }
 
@@ -254,6 +264,8 @@ static void test_jsonb_roundtrip(void **state)
     assert_int_equal(k2p_copy_begin(&b), 0);
     for (size_t i = 0; i < NRECS; i++) {
         k2p_copy_row row = row_of(&recs[i], recs[i].json, strlen(recs[i].json));
+        row.has_sub_seq = i % 3 == 1; /* some as user records of KPL aggregates */
+        row.sub_seq = i % 2 ? UINT32_MAX : (uint32_t)i;
         assert_int_equal(k2p_copy_put_row(&b, &row, K2P_COPY_JSONB), 0);
     }
     assert_int_equal(k2p_copy_end(&b), 0);
@@ -269,6 +281,8 @@ static void test_jsonb_roundtrip(void **state)
     assert_int_equal(n, NRECS);
     for (size_t i = 0; i < NRECS; i++) {
         k2p_copy_row row = row_of(&recs[i], recs[i].json, strlen(recs[i].json));
+        row.has_sub_seq = i % 3 == 1;
+        row.sub_seq = i % 2 ? UINT32_MAX : (uint32_t)i;
         check_row(TABLE_JSON, &row, K2P_COPY_JSONB);
     }
 
@@ -415,7 +429,8 @@ static void test_table_shape(void **state)
                "::regclass AND attnum > 0");
     assert_non_null(s);
     assert_string_equal(s, "_kinesis_msg_id text not null, _kinesis__shard_id text not null, "
-                           "_kinesis__seq_no numeric not null, _kinesis__ts timestamp with time "
+                           "_kinesis__seq_no numeric not null, _kinesis__sub_seq bigint, "
+                           "_kinesis__ts timestamp with time "
                            "zone not null, _kinesis__partition text not null, "
                            "_kinesis__stream_name text not null, data jsonb");
     free(s);

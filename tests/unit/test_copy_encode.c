@@ -105,6 +105,11 @@ static void test_msg_id_matches_dlt(void **state)
     longshard[300] = '\0';
     k2p_copy_msg_id(longshard, 300, "12", 2, id);
     assert_string_equal(id, "I+nJ+ZumqCqzDEAJ4W/B");
+    /* A user record of a KPL aggregate: shard_id + seq + ":" + sub-sequence number. */
+    k2p_copy_msg_id_sub(v[0].shard, strlen(v[0].shard), v[0].seq, strlen(v[0].seq), 0, id);
+    assert_string_equal(id, "/P31n5F7JabBv/X7+1L5");
+    k2p_copy_msg_id_sub("shardId-000000000001", 20, "0", 1, 4294967295u, id);
+    assert_string_equal(id, "36VN3SPK0BNHB3lJmJu3");
 }
 
 static void test_seqno_valid(void **state)
@@ -227,13 +232,14 @@ static k2p_copy_row sample_row(void)
 }
 
 #define ROW_PREFIX                                                                                 \
-    "0007" /* 7 fields */                                                                          \
+    "0008" /* 8 fields */                                                                          \
     "00000014"                                                                                     \
     "7135774a535a6d4f4979727071486f4b65614f52" /* msg id "q5wJSZmOIyrpqHoKeaOR" */                 \
     "00000014"                                                                                     \
     "736861726449642d303030303030303030303031" /* shard id */                                      \
     "00000008"                                                                                     \
     "0000000000000000" /* numeric 0 */                                                             \
+    "ffffffff" /* sub_seq NULL */                                                                  \
     "00000008"                                                                                     \
     "00000000000f4240" /* timestamptz 2000-01-01 00:00:01 */                                       \
     "00000002"                                                                                     \
@@ -265,6 +271,28 @@ static void test_row_bytes(void **state)
     r.data_len = 0;
     assert_int_equal(k2p_copy_put_row(&b, &r, K2P_COPY_BYTEA), 0);
     assert_hex((unsigned char *)b.data, b.len, ROW_PREFIX "00000000");
+    /* A user record of an aggregate: its own message id and the sub-sequence number. */
+    k2p_buf_reset(&b);
+    r.has_sub_seq = true;
+    r.sub_seq = 7;
+    assert_int_equal(k2p_copy_put_row(&b, &r, K2P_COPY_BYTEA), 0);
+    assert_hex((unsigned char *)b.data, b.len,
+               "0008"
+               "00000014"
+               "7656427556434e6c51726e507a4450574f354d57" /* msg id "vVBuVCNlQrnPzDPWO5MW" */
+               "00000014"
+               "736861726449642d303030303030303030303031" /* shard id */
+               "00000008"
+               "0000000000000000" /* numeric 0 */
+               "00000008"
+               "0000000000000007" /* sub_seq 7 */
+               "00000008"
+               "00000000000f4240" /* timestamptz 2000-01-01 00:00:01 */
+               "00000002"
+               "706b" /* partition "pk" */
+               "00000001"
+               "73" /* stream "s" */
+               "00000000");
     k2p_buf_deinit(&b);
 }
 
@@ -369,7 +397,8 @@ static void test_sql(void **state)
     k2p_buf_init(&b, 0);
     assert_int_equal(k2p_copy_sql_copy(&b, "kinesis", "my\"stream"), 0);
     assert_string_equal(b.data, "COPY \"kinesis\".\"my\"\"stream\" (\"_kinesis_msg_id\", "
-                                "\"_kinesis__shard_id\", \"_kinesis__seq_no\", \"_kinesis__ts\", "
+                                "\"_kinesis__shard_id\", \"_kinesis__seq_no\", "
+                                "\"_kinesis__sub_seq\", \"_kinesis__ts\", "
                                 "\"_kinesis__partition\", \"_kinesis__stream_name\", \"data\") "
                                 "FROM STDIN (FORMAT binary)");
     k2p_buf_reset(&b);
@@ -381,6 +410,7 @@ static void test_sql(void **state)
                                 "\"_kinesis_msg_id\" text NOT NULL, "
                                 "\"_kinesis__shard_id\" text NOT NULL, "
                                 "\"_kinesis__seq_no\" numeric NOT NULL, "
+                                "\"_kinesis__sub_seq\" bigint, "
                                 "\"_kinesis__ts\" timestamptz NOT NULL, "
                                 "\"_kinesis__partition\" text NOT NULL, "
                                 "\"_kinesis__stream_name\" text NOT NULL, "
@@ -389,6 +419,10 @@ static void test_sql(void **state)
     assert_int_equal(k2p_copy_sql_create_table(&b, "s", "t", K2P_COPY_BYTEA, 0), 0);
     assert_non_null(strstr(b.data, "\"data\" bytea)"));
     assert_null(strstr(b.data, "PRIMARY KEY"));
+    k2p_buf_reset(&b);
+    assert_int_equal(k2p_copy_sql_add_sub_seq(&b, "s", "t\""), 0);
+    assert_string_equal(b.data, "ALTER TABLE \"s\".\"t\"\"\" ADD COLUMN IF NOT EXISTS "
+                                "\"_kinesis__sub_seq\" bigint");
 
     /* Failures append nothing. */
     k2p_buf_reset(&b);
