@@ -18,93 +18,25 @@
 
 #include "kinesis2pg/common.h"
 #include "kinesis2pg/kpl.h"
+#include "pb_build.h"
 
 /* ------------------------------------------------------------------------------------------ */
-/* A protobuf writer                                                                           */
+/* A protobuf writer: tests/support/pb_build.c, under short names                               */
 
-typedef struct pb {
-    uint8_t *p;
-    size_t n, cap;
-} pb;
-
-static void pb_raw(pb *b, const void *p, size_t n)
-{
-    if (b->n + n > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->n + n)
-            cap *= 2;
-        b->p = realloc(b->p, cap);
-        assert_non_null(b->p);
-        b->cap = cap;
-    }
-    if (n)
-        memcpy(b->p + b->n, p, n);
-    b->n += n;
-}
-
-static void pb_free(pb *b)
-{
-    free(b->p);
-    memset(b, 0, sizeof *b);
-}
-
-static void pb_varint(pb *b, uint64_t v)
-{
-    uint8_t tmp[10];
-    size_t n = 0;
-    do {
-        tmp[n] = (uint8_t)(v & 0x7f);
-        v >>= 7;
-        if (v)
-            tmp[n] |= 0x80;
-        n++;
-    } while (v);
-    pb_raw(b, tmp, n);
-}
-
-static void pb_key(pb *b, uint32_t field, unsigned wt)
-{
-    pb_varint(b, (uint64_t)field << 3 | wt);
-}
-
-static void pb_uint(pb *b, uint32_t field, uint64_t v)
-{
-    pb_key(b, field, 0);
-    pb_varint(b, v);
-}
-
-static void pb_bytes(pb *b, uint32_t field, const void *p, size_t n)
-{
-    pb_key(b, field, 2);
-    pb_varint(b, n);
-    pb_raw(b, p, n);
-}
-
-static void pb_str(pb *b, uint32_t field, const char *s)
-{
-    pb_bytes(b, field, s, strlen(s));
-}
+typedef k2p_pb pb;
+#define pb_raw k2p_pb_raw
+#define pb_free k2p_pb_free
+#define pb_varint k2p_pb_varint
+#define pb_key k2p_pb_key
+#define pb_uint k2p_pb_uint
+#define pb_bytes k2p_pb_bytes
+#define pb_str k2p_pb_str
+#define wrap k2p_pb_kpl_wrap
 
 /* A Record: partition_key_index, explicit_hash_key_index (< 0: none), data. */
 static void pb_record(pb *agg, uint64_t pk, long long ehk, const char *data)
 {
-    pb r = {0};
-    pb_uint(&r, 1, pk);
-    if (ehk >= 0)
-        pb_uint(&r, 2, (uint64_t)ehk);
-    pb_str(&r, 3, data);
-    pb_bytes(agg, 3, r.p, r.n);
-    pb_free(&r);
-}
-
-/* magic + body + MD5(body): a Kinesis record's data. */
-static void wrap(pb *out, const pb *body)
-{
-    unsigned char md[16];
-    assert_int_equal(mbedtls_md5_ret(body->p, body->n, md), 0);
-    pb_raw(out, K2P_KPL_MAGIC, 4);
-    pb_raw(out, body->p, body->n);
-    pb_raw(out, md, 16);
+    k2p_pb_kpl_record(agg, pk, ehk, data, strlen(data));
 }
 
 static int parse_body(const pb *body, k2p_kpl_agg *agg, pb *rec)
