@@ -77,8 +77,7 @@ int k2p_unpack_next(k2p_unpacker *u, k2p_user_record *ur)
     memset(ur, 0, sizeof *ur);
     if (!r)
         return 0;
-    switch (u->kpl_rc) {
-    case K2P_KPL_OK: {
+    if (u->kpl_rc == K2P_KPL_OK) {
         const k2p_kpl_record *k;
         if (u->next >= u->agg.count)
             return 0;
@@ -89,25 +88,18 @@ int k2p_unpack_next(k2p_unpacker *u, k2p_user_record *ur)
         ur->data_len = k->data_len;
         ur->has_sub_seq = true;
         ur->sub_seq = k->sub_sequence;
-        break;
-    }
-    case K2P_KPL_CORRUPT:
+    } else {
+        /* Not aggregated: the record itself; a corrupt aggregate: all of it, as a dead letter. */
         if (u->next++)
             return 0;
         ur->pkey = r->pkey;
         ur->pkey_len = r->pkey_len;
         ur->data = r->data;
         ur->data_len = r->data_len;
-        ur->reason = u->agg.reason;
-        return 1;
-    default: /* not aggregated */
-        if (u->next++)
-            return 0;
-        ur->pkey = r->pkey;
-        ur->pkey_len = r->pkey_len;
-        ur->data = r->data;
-        ur->data_len = r->data_len;
-        break;
+        if (u->kpl_rc == K2P_KPL_CORRUPT) {
+            ur->reason = u->agg.reason;
+            return 1;
+        }
     }
     {
         int rc = decompress(u, ur);
