@@ -121,6 +121,18 @@ step "runs"
 psql_ -c "SELECT id, started_at, finished_at - started_at AS took, rows, dead_letters, status
           FROM kinesis2pg.runs WHERE stream = '$STREAM' ORDER BY id"
 
+step "KPL aggregates of gzip-compressed events: one row per user record"
+"$produce" --endpoint "$endpoint" --region us-east-1 --stream "$STREAM-kpl" --create-stream 2 \
+    --count 1000 --kind json --size 200 --keys 20 --compress gzip --aggregate 100
+echo "\$ kinesis2pg load --stream $STREAM-kpl --endpoint $endpoint --pg '...' --from trim_horizon"
+"$loader" load --stream "$STREAM-kpl" --endpoint "$endpoint" --region us-east-1 \
+    --pg "$conninfo" --from trim_horizon
+psql_ -c "SELECT right(_kinesis__seq_no::text, 12) AS seq_tail, _kinesis__sub_seq AS sub_seq,
+                 _kinesis__partition AS key, left(data::text, 50) AS data
+          FROM kinesis.\"$STREAM-kpl\" ORDER BY _kinesis__seq_no, _kinesis__sub_seq LIMIT 4"
+kpl_rows=$(psql_ -tA -c "SELECT count(*) FROM kinesis.\"$STREAM-kpl\"")
+[ "$kpl_rows" = 1000 ] || { echo "demo: expected 1000 rows from the aggregates, found $kpl_rows" >&2; exit 1; }
+
 rows=$(psql_ -tA -c "SELECT count(*) FROM kinesis.$STREAM")
 dead=$(psql_ -tA -c "SELECT count(*) FROM kinesis2pg.dead_letters WHERE stream = '$STREAM'")
 if [ "$rows" != $((EVENTS - INVALID)) ] || [ "$dead" != "$INVALID" ]; then

@@ -426,3 +426,87 @@ int k2p_kpl_parse(const uint8_t *data, size_t n, k2p_kpl_agg *agg)
     agg->count = ps.n_rec;
     return K2P_KPL_OK;
 }
+
+/* ---- building aggregates (producers: kinesis2pg-produce --aggregate) ---------------------- */
+
+static int put_varint(k2p_buf *out, uint64_t v)
+{
+    unsigned char tmp[10];
+    size_t n = 0;
+    do {
+        tmp[n] = (unsigned char)(v & 0x7f);
+        v >>= 7;
+        if (v)
+            tmp[n] |= 0x80;
+        n++;
+    } while (v);
+    return k2p_buf_append(out, tmp, n);
+}
+
+static int put_len_field(k2p_buf *out, unsigned field, const void *p, size_t n)
+{
+    return put_varint(out, (uint64_t)field << 3 | WT_LEN) || put_varint(out, n) ||
+           k2p_buf_append(out, p, n);
+}
+
+static size_t varint_len(uint64_t v)
+{
+    size_t n = 1;
+    while (v >>= 7)
+        n++;
+    return n;
+}
+
+int k2p_kpl_build(const k2p_kpl_record *recs, size_t n, k2p_buf *out)
+{
+    size_t start = out->len, body;
+    size_t *key_of = n ? calloc(n, sizeof *key_of) : NULL;
+    size_t n_keys = 0;
+    unsigned char digest[K2P_KPL_DIGEST_LEN];
+    int rc = 0;
+
+    if (n && !key_of)
+        return K2P_ENOMEM;
+    if (n == 0 || n > K2P_KPL_MAX_RECORDS) {
+        free(key_of);
+        return K2P_EINVAL;
+    }
+    rc = k2p_buf_append(out, K2P_KPL_MAGIC, K2P_KPL_MAGIC_LEN);
+    body = out->len;
+    /* partition_key_table: each distinct key once, in order of first use */
+    for (size_t i = 0; !rc && i < n; i++) {
+        size_t j;
+        for (j = 0; j < i; j++)
+            if (recs[j].partition_key_len == recs[i].partition_key_len &&
+                memcmp(recs[j].partition_key, recs[i].partition_key,
+                       recs[i].partition_key_len) == 0)
+                break;
+        if (j < i) {
+            key_of[i] = key_of[j];
+            continue;
+        }
+        key_of[i] = n_keys++;
+        rc = put_len_field(out, AGG_PK_TABLE, recs[i].partition_key, recs[i].partition_key_len);
+    }
+    for (size_t i = 0; !rc && i < n; i++) {
+        /* Record { partition_key_index = 1; data = 3; } */
+        size_t len = 1 + varint_len(key_of[i]) + 1 + varint_len(recs[i].data_len) +
+                     recs[i].data_len;
+        rc = put_varint(out, (uint64_t)AGG_RECORDS << 3 | WT_LEN) || put_varint(out, len) ||
+             put_varint(out, (uint64_t)REC_PK_INDEX << 3 | WT_VARINT) ||
+             put_varint(out, key_of[i]) ||
+             put_len_field(out, REC_DATA, recs[i].data, recs[i].data_len);
+    }
+    free(key_of);
+    if (!rc && mbedtls_md5_ret((const unsigned char *)out->data + body, out->len - body,
+                               digest) != 0)
+        rc = K2P_EIO;
+    if (!rc)
+        rc = k2p_buf_append(out, digest, sizeof digest);
+    if (rc) {
+        out->len = start;
+        if (out->data)
+            out->data[start] = '\0';
+    }
+    return rc;
+}

@@ -3,16 +3,20 @@
  * For tests, the demo and benchmarks: JSON events of a chosen size, text, raw binary (every
  * byte value), or lines from a file; random or fixed partition keys; optionally rate-limited;
  * optionally a share of bad payloads (invalid JSON, \u0000, invalid UTF-8) to exercise dead
- * letters. Prints a summary, and with --print one line per record put:
+ * letters; optionally zstd- or gzip-compressed (--compress) and packed into KPL aggregates
+ * (--aggregate N). Prints a summary, and with --print one line per Kinesis record put:
  *   shard_id <TAB> sequence_number <TAB> partition_key <TAB> base64(data)
  *
  * Threading: single-threaded.
  */
 #include <getopt.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <zlib.h>
+#include <zstd.h>
 
 #include "kinesis2pg/aws_credentials.h"
 #include "kinesis2pg/base64.h"
@@ -20,6 +24,7 @@
 #include "kinesis2pg/common.h"
 #include "kinesis2pg/env.h"
 #include "kinesis2pg/kinesis_client.h"
+#include "kinesis2pg/kpl.h"
 
 typedef enum { KIND_JSON, KIND_TEXT, KIND_BINARY, KIND_LINES, KIND_MIXED } kind_t;
 
@@ -32,8 +37,10 @@ typedef struct produce_opts {
     int64_t invalid;
     int64_t create_shards;
     int64_t batch;
+    int64_t aggregate; /* user records per KPL aggregate (0: none) */
     uint64_t seed;
     kind_t kind;
+    int compress; /* 0 none, 1 zstd, 2 gzip */
     int print;
 } produce_opts;
 
@@ -57,6 +64,10 @@ static void usage(FILE *f)
           "                         \\u0000, invalid UTF-8, in turn)\n"
           "  --create-stream N      create the stream with N shards first (if missing)\n"
           "  --batch N              records per PutRecords call (1..500, default 500)\n"
+          "  --compress zstd|gzip   compress each payload (kinesis2pg load --decompress auto\n"
+          "                         undoes it)\n"
+          "  --aggregate N          pack N payloads into each Kinesis record as a KPL aggregate\n"
+          "                         (1..1000; --count still counts payloads)\n"
           "  --seed N               random seed (default 1: runs are reproducible)\n"
           "  --print                print shard, sequence, key and base64 data of each record\n"
           "  --help\n",
@@ -85,7 +96,8 @@ static int parse_num(const char *flag, const char *v, int64_t min, int64_t *out)
 static int parse_args(int argc, char **argv, produce_opts *o)
 {
     enum { O_STREAM = 1, O_ENDPOINT, O_REGION, O_COUNT, O_KIND, O_SIZE, O_FILE, O_PKEY, O_KEYS,
-           O_RATE, O_INVALID, O_CREATE, O_BATCH, O_SEED, O_PRINT, O_HELP };
+           O_RATE, O_INVALID, O_CREATE, O_BATCH, O_SEED, O_PRINT, O_HELP, O_COMPRESS,
+           O_AGGREGATE };
     static const struct option longopts[] = {
         {"stream", required_argument, 0, O_STREAM},
         {"endpoint", required_argument, 0, O_ENDPOINT},
@@ -102,6 +114,8 @@ static int parse_args(int argc, char **argv, produce_opts *o)
         {"batch", required_argument, 0, O_BATCH},
         {"seed", required_argument, 0, O_SEED},
         {"print", no_argument, 0, O_PRINT},
+        {"compress", required_argument, 0, O_COMPRESS},
+        {"aggregate", required_argument, 0, O_AGGREGATE},
         {"help", no_argument, 0, O_HELP},
         {0, 0, 0, 0},
     };
@@ -131,6 +145,23 @@ static int parse_args(int argc, char **argv, produce_opts *o)
             break;
         case O_SEED: if (parse_num("--seed", optarg, 0, &seed)) return 2; break;
         case O_PRINT: o->print = 1; break;
+        case O_AGGREGATE:
+            if (parse_num("--aggregate", optarg, 1, &o->aggregate))
+                return 2;
+            if (o->aggregate > 1000) {
+                fprintf(stderr, "kinesis2pg-produce: --aggregate must be 1..1000\n");
+                return 2;
+            }
+            break;
+        case O_COMPRESS:
+            if (!strcmp(optarg, "zstd")) o->compress = 1;
+            else if (!strcmp(optarg, "gzip")) o->compress = 2;
+            else if (!strcmp(optarg, "none")) o->compress = 0;
+            else {
+                fprintf(stderr, "kinesis2pg-produce: --compress must be zstd, gzip or none\n");
+                return 2;
+            }
+            break;
         case O_HELP: usage(stdout); exit(0);
         case O_KIND:
             if (!strcmp(optarg, "json")) o->kind = KIND_JSON;
@@ -224,6 +255,84 @@ static int make_payload(const produce_opts *o, int64_t i, uint64_t *rng, k2p_buf
     }
 }
 
+/* Replaces b's bytes by their zstd frame or gzip member (--compress). 0 or K2P_ENOMEM. */
+static int compress_payload(const produce_opts *o, k2p_buf *b, k2p_buf *tmp)
+{
+    k2p_buf_reset(tmp);
+    if (o->compress == 1) {
+        size_t cap = ZSTD_compressBound(b->len), got;
+        if (k2p_buf_reserve(tmp, cap))
+            return K2P_ENOMEM;
+        got = ZSTD_compress(tmp->data, cap, b->data ? b->data : "", b->len, 3);
+        if (ZSTD_isError(got))
+            return K2P_ENOMEM;
+        tmp->len = got;
+    } else {
+        z_stream z;
+        int zrc;
+        memset(&z, 0, sizeof z);
+        if (deflateInit2(&z, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+            return K2P_ENOMEM;
+        if (k2p_buf_reserve(tmp, deflateBound(&z, (uLong)b->len) + 32)) {
+            deflateEnd(&z);
+            return K2P_ENOMEM;
+        }
+        z.next_in = (Bytef *)b->data;
+        z.avail_in = (uInt)b->len;
+        z.next_out = (Bytef *)tmp->data;
+        z.avail_out = (uInt)(tmp->cap - 1);
+        zrc = deflate(&z, Z_FINISH);
+        tmp->len = z.total_out;
+        deflateEnd(&z);
+        if (zrc != Z_STREAM_END)
+            return K2P_ENOMEM;
+    }
+    {
+        k2p_buf t = *b; /* swap: b gets the compressed bytes, tmp keeps b's allocation */
+        *b = *tmp;
+        *tmp = t;
+    }
+    return 0;
+}
+
+/* Makes user record i: its payload into b (compressed with --compress) and its partition key.
+ * Returns 1, 0 at the end of --kind lines input, or -1 (out of memory). */
+static int make_record(const produce_opts *o, int64_t i, uint64_t *rng, FILE *in, k2p_buf *b,
+                       k2p_buf *tmp, char key[64])
+{
+    if (o->kind == KIND_LINES) {
+        char *line = NULL;
+        size_t cap = 0;
+        ssize_t l;
+        do { /* Kinesis refuses empty records: skip empty lines */
+            l = getline(&line, &cap, in);
+            if (l > 0 && line[l - 1] == '\n')
+                l--;
+        } while (l == 0);
+        k2p_buf_reset(b);
+        if (l < 0) {
+            free(line);
+            return 0;
+        }
+        if (k2p_buf_append(b, line, (size_t)l)) {
+            free(line);
+            return -1;
+        }
+        free(line);
+    } else if (make_payload(o, i, rng, b)) {
+        return -1;
+    }
+    if (o->compress && compress_payload(o, b, tmp))
+        return -1;
+    if (o->fixed_key)
+        snprintf(key, 64, "%s", o->fixed_key);
+    else if (o->keys)
+        snprintf(key, 64, "key-%llu", (unsigned long long)(rnd(rng) % (uint64_t)o->keys));
+    else
+        snprintf(key, 64, "pk-%016llx-%lld", (unsigned long long)rnd(rng), (long long)i);
+    return 1;
+}
+
 static char *resolve_endpoint(const produce_opts *o, const char *region)
 {
     const char *e = o->endpoint;
@@ -273,8 +382,12 @@ int main(int argc, char **argv)
     k2p_put_entry *entries = NULL;
     k2p_put_result *results = NULL;
     FILE *in = NULL;
+    k2p_buf *agg_data = NULL; /* --aggregate: the user records of one aggregate */
+    char (*agg_keys)[64] = NULL;
+    k2p_kpl_record *agg = NULL;
+    k2p_buf tmp;
     uint64_t rng;
-    int64_t put = 0, bytes = 0, t0 = k2p_now_ns();
+    int64_t put = 0, kinesis_records = 0, bytes = 0, t0 = k2p_now_ns();
     int rc = 1;
 
     if ((rc = parse_args(argc, argv, &o)) != 0) {
@@ -284,6 +397,7 @@ int main(int argc, char **argv)
     }
     rc = 1;
     rng = o.seed;
+    k2p_buf_init(&tmp, 0);
     region = k2p_aws_region_from_env(env, NULL);
     if (o.region) {
         free(region);
@@ -334,41 +448,53 @@ int main(int argc, char **argv)
     }
     for (int64_t j = 0; j < o.batch; j++)
         k2p_buf_init(&payloads[j], 0);
+    if (o.aggregate) {
+        agg_data = calloc((size_t)o.aggregate, sizeof *agg_data);
+        agg_keys = calloc((size_t)o.aggregate, sizeof *agg_keys);
+        agg = calloc((size_t)o.aggregate, sizeof *agg);
+        if (!agg_data || !agg_keys || !agg)
+            goto oom;
+        for (int64_t j = 0; j < o.aggregate; j++)
+            k2p_buf_init(&agg_data[j], 0);
+    }
 
     for (;;) {
         size_t n = 0;
-        while ((int64_t)n < o.batch && (o.kind == KIND_LINES || put + (int64_t)n < o.count)) {
+        bool eof = false;
+        while (!eof && (int64_t)n < o.batch && (o.kind == KIND_LINES || put < o.count)) {
             k2p_buf *b = &payloads[n];
-            int64_t i = put + (int64_t)n;
-            if (o.kind == KIND_LINES) {
-                char *line = NULL;
-                size_t cap = 0;
-                ssize_t l = getline(&line, &cap, in);
-                if (l < 0) {
-                    free(line);
+            int got;
+            if (!o.aggregate) {
+                if ((got = make_record(&o, put, &rng, in, b, &tmp, keys[n])) < 0)
+                    goto oom;
+                if (!got)
                     break;
-                }
-                if (l > 0 && line[l - 1] == '\n')
-                    l--;
+                put++;
+            } else {
+                /* One Kinesis record: up to --aggregate user records, the first one's key. */
+                size_t m = 0;
                 k2p_buf_reset(b);
-                if (l == 0) { /* Kinesis refuses empty records */
-                    free(line);
-                    continue;
+                while ((int64_t)m < o.aggregate && (o.kind == KIND_LINES || put < o.count)) {
+                    if ((got = make_record(&o, put, &rng, in, &agg_data[m], &tmp,
+                                           agg_keys[m])) < 0)
+                        goto oom;
+                    if (!got) {
+                        eof = true;
+                        break;
+                    }
+                    agg[m] = (k2p_kpl_record){.partition_key = agg_keys[m],
+                                              .partition_key_len = strlen(agg_keys[m]),
+                                              .data = (const uint8_t *)agg_data[m].data,
+                                              .data_len = agg_data[m].len};
+                    m++;
+                    put++;
                 }
-                k2p_buf_append(b, line, (size_t)l);
-                free(line);
-            } else if (make_payload(&o, i, &rng, b)) {
-                fprintf(stderr, "kinesis2pg-produce: out of memory\n");
-                goto out;
+                if (!m)
+                    break;
+                if (k2p_kpl_build(agg, m, b))
+                    goto oom;
+                snprintf(keys[n], sizeof keys[n], "%s", agg_keys[0]);
             }
-            if (o.fixed_key)
-                snprintf(keys[n], sizeof keys[n], "%s", o.fixed_key);
-            else if (o.keys)
-                snprintf(keys[n], sizeof keys[n], "key-%llu",
-                         (unsigned long long)(rnd(&rng) % (uint64_t)o.keys));
-            else
-                snprintf(keys[n], sizeof keys[n], "pk-%016llx-%lld",
-                         (unsigned long long)rnd(&rng), (long long)i);
             entries[n].data = b->data;
             entries[n].len = b->len;
             entries[n].partition_key = keys[n];
@@ -379,14 +505,14 @@ int main(int argc, char **argv)
             break;
         if (k2p_kinesis_put_records(k, o.stream, entries, n, results, &err)) {
             fprintf(stderr, "kinesis2pg-produce: %s (after %lld records)\n", err.msg,
-                    (long long)put);
+                    (long long)kinesis_records);
             goto out;
         }
         if (o.print)
             print_records(entries, results, n);
         for (size_t j = 0; j < n; j++)
             bytes += (int64_t)entries[j].len;
-        put += (int64_t)n;
+        kinesis_records += (int64_t)n;
         if (o.rate) {
             /* Sleep until `put` records are due at the given rate. */
             int64_t due = t0 + put * 1000000000 / o.rate, now = k2p_now_ns();
@@ -401,8 +527,14 @@ int main(int argc, char **argv)
         double secs = (double)(k2p_now_ns() - t0) / 1e9;
         fprintf(stderr, "kinesis2pg-produce: put %lld records (%lld bytes) into stream '%s' in %.2f s (%.0f records/s)\n",
                 (long long)put, (long long)bytes, o.stream, secs, secs > 0 ? (double)put / secs : 0.0);
+        if (o.aggregate)
+            fprintf(stderr, "kinesis2pg-produce: in %lld KPL aggregates of up to %lld\n",
+                    (long long)kinesis_records, (long long)o.aggregate);
     }
     rc = 0;
+    goto out;
+oom:
+    fprintf(stderr, "kinesis2pg-produce: out of memory\n");
 out:
     if (in && in != stdin)
         fclose(in);
@@ -410,6 +542,13 @@ out:
         for (int64_t j = 0; j < o.batch; j++)
             k2p_buf_deinit(&payloads[j]);
     free(payloads);
+    if (agg_data)
+        for (int64_t j = 0; j < o.aggregate; j++)
+            k2p_buf_deinit(&agg_data[j]);
+    free(agg_data);
+    free(agg_keys);
+    free(agg);
+    k2p_buf_deinit(&tmp);
     free(keys);
     free(entries);
     free(results);

@@ -30,6 +30,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "kinesis2pg/buf.h"
+
 #define K2P_KPL_MAGIC "\xF3\x89\x9A\xC2"
 #define K2P_KPL_MAGIC_LEN 4
 #define K2P_KPL_DIGEST_LEN 16
@@ -91,6 +93,12 @@ void k2p_kpl_agg_deinit(k2p_kpl_agg *agg);
  *   K2P_EIO                 mbedTLS's MD5 failed (not the record's fault).
  * Never reads past data + n. The caller's thread; see the threading note above. */
 int k2p_kpl_parse(const uint8_t *data, size_t n, k2p_kpl_agg *agg);
+
+/* Appends one aggregate of the n user records recs[i].partition_key/data (other fields are
+ * ignored) to out, as the KPL writes it: magic, AggregatedRecord with each distinct partition
+ * key once, MD5. For producers (kinesis2pg-produce --aggregate). Returns 0, K2P_EINVAL (none,
+ * which would read as an ordinary record, or more than K2P_KPL_MAX_RECORDS), K2P_ENOMEM or K2P_EIO (MD5 failed); out is unchanged on error. */
+int k2p_kpl_build(const k2p_kpl_record *recs, size_t n, k2p_buf *out);
 
 /* 1 when data starts with the aggregation magic (a cheap pre-check; MD5 not verified). */
 int k2p_kpl_has_magic(const uint8_t *data, size_t n);
