@@ -74,6 +74,7 @@ typedef struct k2p_shard_rt {
     struct k2p_writer *writer;
     uint64_t next_batch_no;
     char last_seq[K2P_SEQ_BUF]; /* last record consumed (reader only) */
+    bool any_record;            /* reader: a record was ever read (this run or before) */
     atomic_llong millis_behind;     /* last MillisBehindLatest (-1 unknown) */
     atomic_llong last_call_ok_us;   /* wall time of the last successful GetRecords */
     atomic_llong retries_throttled; /* copies of the reader's client stats, for metrics */

@@ -288,6 +288,50 @@ static int claim_quota(k2p_loader *L)
     return 0;
 }
 
+/* Turns the records of one answer into a new batch: rows and dead letters, minus records
+ * before the start time and records an interrupted run committed (ledger ranges), and moves the
+ * reader's position past them. NULL when that failed: the run is failed and the state set. */
+static k2p_batch *batch_of(k2p_shard_rt *s, const k2p_records *recs, k2p_unpacker *u,
+                           size_t *skip_idx)
+{
+    const char *why = "out of memory";
+    k2p_batch *b = k2p_batch_new(s);
+    for (size_t i = 0; b && i < recs->n; i++) {
+        const k2p_record *r = &recs->recs[i];
+        copy_seq(b->covers_seq, r->seq, r->seq_len);
+        if (s->filter_before_us) {
+            /* Before the start time (see get_iterator): not ours to load. */
+            if (r->arrival_us < s->filter_before_us)
+                continue;
+            s->filter_before_us = 0;
+        }
+        if (in_skip_range(s, r->seq, skip_idx)) {
+            atomic_fetch_add(&s->skipped, 1);
+            continue;
+        }
+        if (encode(s, b, r, u, &why)) {
+            k2p_batch_free(b);
+            b = NULL;
+            break;
+        }
+        if (!b->first_seq[0])
+            copy_seq(b->first_seq, r->seq, r->seq_len);
+        copy_seq(b->last_seq, r->seq, r->seq_len);
+        b->data_bytes += r->data_len;
+    }
+    if (!b) {
+        k2p_loader_fail(s->L, K2P_ENOMEM, "shard %s: encoding rows: %s", s->shard_id, why);
+        set_state(s, K2P_READER_FAILED, "%s", why);
+        return NULL;
+    }
+    if (recs->n) {
+        copy_seq(s->last_seq, recs->recs[recs->n - 1].seq, recs->recs[recs->n - 1].seq_len);
+        atomic_fetch_add(&s->read_records, (long long)recs->n);
+        s->any_record = true;
+    }
+    return b;
+}
+
 void *k2p_reader_main(void *arg)
 {
     k2p_shard_rt *s = arg;
@@ -297,16 +341,15 @@ void *k2p_reader_main(void *arg)
     k2p_kinesis *k = NULL;
     k2p_records recs;
     k2p_unpacker unpack;
-    const char *encode_failed = NULL;
     k2p_err err = {0};
     char *it = NULL;
     size_t skip_idx = 0;
     int64_t last_call = 0;
     size_t last_bytes = 0; /* payload bytes of the last answer, for pacing */
-    bool any_record = s->had_checkpoint_seq;
 
     k2p_records_init(&recs);
     k2p_unpacker_init(&unpack, o->decompress, 0);
+    s->any_record = s->had_checkpoint_seq;
     ko.endpoint = o->endpoint;
     ko.region = o->region;
     ko.ca_file = o->ca_file;
@@ -390,53 +433,15 @@ void *k2p_reader_main(void *arg)
             atomic_store(&s->retries_transient, (long long)ks->retries_transient);
         }
 
-        b = k2p_batch_new(s);
-        if (!b) {
-            fetch_release(s);
-            k2p_loader_fail(L, K2P_ENOMEM, "shard %s: out of memory", s->shard_id);
-            set_state(s, K2P_READER_FAILED, "out of memory");
-            break;
-        }
-        for (size_t i = 0; i < recs.n; i++) {
-            const k2p_record *r = &recs.recs[i];
-            copy_seq(b->covers_seq, r->seq, r->seq_len);
-            if (s->filter_before_us) {
-                /* Before the start time (see get_iterator): not ours to load. */
-                if (r->arrival_us < s->filter_before_us)
-                    continue;
-                s->filter_before_us = 0;
-            }
-            if (in_skip_range(s, r->seq, &skip_idx)) {
-                atomic_fetch_add(&s->skipped, 1);
-                continue;
-            }
-            if (encode(s, b, r, &unpack, &encode_failed)) {
-                k2p_batch_free(b);
-                b = NULL;
-                break;
-            }
-            if (!b->first_seq[0])
-                copy_seq(b->first_seq, r->seq, r->seq_len);
-            copy_seq(b->last_seq, r->seq, r->seq_len);
-            b->data_bytes += r->data_len;
-        }
+        b = batch_of(s, &recs, &unpack, &skip_idx);
         /* The rows are in the batch now: give back the advance charge, learn the record size. */
         fetch_release(s);
         last_bytes = recs.data_bytes;
         if (recs.n && recs.data_bytes)
             s->bytes_per_record =
                 0.7 * s->bytes_per_record + 0.3 * ((double)recs.data_bytes / (double)recs.n);
-        if (!b) {
-            k2p_loader_fail(L, K2P_ENOMEM, "shard %s: encoding rows: %s", s->shard_id,
-                            encode_failed);
-            set_state(s, K2P_READER_FAILED, "%s", encode_failed);
+        if (!b)
             break;
-        }
-        if (recs.n) {
-            copy_seq(s->last_seq, recs.recs[recs.n - 1].seq, recs.recs[recs.n - 1].seq_len);
-            atomic_fetch_add(&s->read_records, (long long)recs.n);
-            any_record = true;
-        }
         if (!recs.next_iterator) {
             /* SHARD_END: everything of this shard is in this and earlier batches. */
             b->flags |= K2P_BATCH_CLOSED;
@@ -464,7 +469,7 @@ void *k2p_reader_main(void *arg)
             set_state(s, K2P_READER_FAILED, "out of memory");
             break;
         }
-        if (caught_up && !o->follow && !any_record)
+        if (caught_up && !o->follow && !s->any_record)
             b->flags |= K2P_BATCH_TIP_EMPTY;
         if (b->covers_seq[0] || b->flags) {
             if (push_batch(s, b) != 0) {
