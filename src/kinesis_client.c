@@ -20,6 +20,7 @@
 
 #include "kinesis2pg/aws_sigv4.h"
 #include "kinesis2pg/base64.h"
+#include "kinesis_client_internal.h"
 
 #define K2P_RESPONSE_MAX ((size_t)64 << 20) /* a GetRecords answer is at most ~14 MB */
 #define K2P_PUT_MAX_ENTRIES 500
@@ -49,19 +50,47 @@ static void curl_global(void)
     curl_global_init(CURL_GLOBAL_DEFAULT);
 }
 
+void k2p_kinesis_curl_init(void)
+{
+    pthread_once(&curl_once, curl_global);
+}
+
 /* ---- construction ------------------------------------------------------------------------ */
 
-static int parse_endpoint(k2p_kinesis *k, const char *endpoint, k2p_err *err)
+int k2p_kinesis_curl_setup(CURL *c, const char *url, const char *ca_file, long connect_timeout_ms,
+                           char *errbuf, curl_xferinfo_callback progress, void *ud, k2p_err *err)
+{
+    if (curl_easy_setopt(c, CURLOPT_URL, url) != CURLE_OK ||
+        curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L) != CURLE_OK ||
+        curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L) != CURLE_OK ||
+        curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, connect_timeout_ms) != CURLE_OK ||
+        curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf) != CURLE_OK ||
+        curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 1L) != CURLE_OK ||
+        curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 2L) != CURLE_OK ||
+        curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK ||
+        curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L) != CURLE_OK ||
+        curl_easy_setopt(c, CURLOPT_POST, 1L) != CURLE_OK ||
+        curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, progress) != CURLE_OK ||
+        curl_easy_setopt(c, CURLOPT_XFERINFODATA, ud) != CURLE_OK ||
+        curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L) != CURLE_OK)
+        return k2p_err_set(err, K2P_EIO, "libcurl refused an option for endpoint %s", url);
+    if (ca_file && curl_easy_setopt(c, CURLOPT_CAINFO, ca_file) != CURLE_OK)
+        return k2p_err_set(err, K2P_ECONFIG, "libcurl refused CA file %s", ca_file);
+    return 0;
+}
+
+int k2p_kinesis_parse_endpoint(const char *endpoint, char **host, bool *tls, k2p_err *err)
 {
     CURLU *u = curl_url();
-    char *scheme = NULL, *host = NULL, *port = NULL;
+    char *scheme = NULL, *h = NULL, *port = NULL;
     int rc = 0;
 
+    *host = NULL;
     if (!u)
         return k2p_err_set(err, K2P_ENOMEM, "out of memory");
     if (curl_url_set(u, CURLUPART_URL, endpoint, 0) != CURLUE_OK ||
         curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
-        curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK) {
+        curl_url_get(u, CURLUPART_HOST, &h, 0) != CURLUE_OK) {
         rc = k2p_err_set(err, K2P_ECONFIG, "endpoint '%s' is not a valid URL", endpoint);
         goto out;
     }
@@ -70,21 +99,23 @@ static int parse_endpoint(k2p_kinesis *k, const char *endpoint, k2p_err *err)
                          endpoint);
         goto out;
     }
+    if (tls)
+        *tls = strcmp(scheme, "https") == 0;
     if (curl_url_get(u, CURLUPART_PORT, &port, CURLU_NO_DEFAULT_PORT) != CURLUE_OK)
         port = NULL;
     {
-        k2p_buf h;
-        k2p_buf_init(&h, 1024);
-        if (k2p_buf_puts(&h, host) || (port && k2p_buf_printf(&h, ":%s", port))) {
-            k2p_buf_deinit(&h);
+        k2p_buf hb;
+        k2p_buf_init(&hb, 1024);
+        if (k2p_buf_puts(&hb, h) || (port && k2p_buf_printf(&hb, ":%s", port))) {
+            k2p_buf_deinit(&hb);
             rc = k2p_err_set(err, K2P_ENOMEM, "out of memory");
             goto out;
         }
-        k->host = k2p_buf_steal(&h, NULL);
+        *host = k2p_buf_steal(&hb, NULL);
     }
 out:
     curl_free(scheme);
-    curl_free(host);
+    curl_free(h);
     curl_free(port);
     curl_url_cleanup(u);
     return rc;
@@ -120,7 +151,7 @@ k2p_kinesis *k2p_kinesis_new(const k2p_kinesis_opts *opts, k2p_err *err)
         k2p_err_set(err, K2P_ECONFIG, "Kinesis client needs an endpoint, a region and credentials");
         return NULL;
     }
-    pthread_once(&curl_once, curl_global);
+    k2p_kinesis_curl_init();
     k = calloc(1, sizeof *k);
     if (!k) {
         k2p_err_set(err, K2P_ENOMEM, "out of memory");
@@ -151,31 +182,15 @@ k2p_kinesis *k2p_kinesis_new(const k2p_kinesis_opts *opts, k2p_err *err)
         k2p_err_set(err, K2P_ENOMEM, "out of memory");
         goto fail;
     }
-    if (parse_endpoint(k, opts->endpoint, err))
+    if (k2p_kinesis_parse_endpoint(opts->endpoint, &k->host, NULL, err))
         goto fail;
-    if (curl_easy_setopt(k->curl, CURLOPT_URL, k->url) != CURLE_OK ||
-        curl_easy_setopt(k->curl, CURLOPT_NOSIGNAL, 1L) != CURLE_OK ||
-        curl_easy_setopt(k->curl, CURLOPT_TCP_KEEPALIVE, 1L) != CURLE_OK ||
-        curl_easy_setopt(k->curl, CURLOPT_CONNECTTIMEOUT_MS, k->opts.connect_timeout_ms) !=
-            CURLE_OK ||
-        curl_easy_setopt(k->curl, CURLOPT_TIMEOUT_MS, k->opts.timeout_ms) != CURLE_OK ||
+    if (k2p_kinesis_curl_setup(k->curl, k->url, opts->ca_file, k->opts.connect_timeout_ms,
+                               k->curl_errbuf, on_progress, k, err))
+        goto fail;
+    if (curl_easy_setopt(k->curl, CURLOPT_TIMEOUT_MS, k->opts.timeout_ms) != CURLE_OK ||
         curl_easy_setopt(k->curl, CURLOPT_WRITEFUNCTION, on_body) != CURLE_OK ||
-        curl_easy_setopt(k->curl, CURLOPT_WRITEDATA, k) != CURLE_OK ||
-        curl_easy_setopt(k->curl, CURLOPT_ERRORBUFFER, k->curl_errbuf) != CURLE_OK ||
-        curl_easy_setopt(k->curl, CURLOPT_SSL_VERIFYPEER, 1L) != CURLE_OK ||
-        curl_easy_setopt(k->curl, CURLOPT_SSL_VERIFYHOST, 2L) != CURLE_OK ||
-        curl_easy_setopt(k->curl, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK ||
-        curl_easy_setopt(k->curl, CURLOPT_FOLLOWLOCATION, 0L) != CURLE_OK ||
-        curl_easy_setopt(k->curl, CURLOPT_POST, 1L) != CURLE_OK ||
-        curl_easy_setopt(k->curl, CURLOPT_XFERINFOFUNCTION, on_progress) != CURLE_OK ||
-        curl_easy_setopt(k->curl, CURLOPT_XFERINFODATA, k) != CURLE_OK ||
-        curl_easy_setopt(k->curl, CURLOPT_NOPROGRESS, 0L) != CURLE_OK) {
+        curl_easy_setopt(k->curl, CURLOPT_WRITEDATA, k) != CURLE_OK) {
         k2p_err_set(err, K2P_EIO, "libcurl refused an option for endpoint %s", k->url);
-        goto fail;
-    }
-    if (opts->ca_file &&
-        curl_easy_setopt(k->curl, CURLOPT_CAINFO, opts->ca_file) != CURLE_OK) {
-        k2p_err_set(err, K2P_ECONFIG, "libcurl refused CA file %s", opts->ca_file);
         goto fail;
     }
     return k;
@@ -268,17 +283,18 @@ static int classify_curl(k2p_kinesis *k, CURLcode cc, const char *op, k2p_err *e
 }
 
 /* One signed POST of k->req to the endpoint. On 0, k->resp holds a 200 response body. */
-static int call_once(k2p_kinesis *k, const char *op, k2p_err *err)
+int k2p_kinesis_sign_json(k2p_cred_chain *chain, const char *host, const char *region,
+                          const char *op, const void *body, size_t len,
+                          struct curl_slist **hl, k2p_err *err)
 {
     k2p_aws_creds creds = {0};
     k2p_sigv4_out sig = {0};
-    struct curl_slist *hl = NULL;
-    char target[96], host_h[300], date_h[40], *auth_h = NULL, *tok_h = NULL;
-    long status = 0;
-    CURLcode cc;
+    char target[96];
+    k2p_buf line;
     int rc;
 
-    rc = k2p_cred_chain_get(k->creds, &creds, err);
+    *hl = NULL;
+    rc = k2p_cred_chain_get(chain, &creds, err);
     if (rc == K2P_EPARSE) /* a malformed credentials/config file: the user's to fix (exit 2) */
         rc = err->code = K2P_ECONFIG;
     if (rc)
@@ -286,55 +302,66 @@ static int call_once(k2p_kinesis *k, const char *op, k2p_err *err)
     snprintf(target, sizeof target, "Kinesis_20131202.%s", op);
     {
         k2p_http_header hdrs[] = {
-            {"Host", k->host},
+            {"Host", host},
             {"Content-Type", "application/x-amz-json-1.1"},
             {"X-Amz-Target", target},
         };
-        k2p_sigv4_request req = {"POST", "/", NULL, hdrs, K2P_ARRAY_LEN(hdrs),
-                                 k->req.data, k->req.len};
+        k2p_sigv4_request req = {"POST", "/", NULL, hdrs, K2P_ARRAY_LEN(hdrs), body, len};
         k2p_sigv4_creds sc = {creds.access_key_id, creds.secret_access_key,
                               creds.session_token};
-        rc = k2p_sigv4_sign(&req, &sc, k->region, "kinesis", time(NULL), &sig, err);
+        rc = k2p_sigv4_sign(&req, &sc, region, "kinesis", time(NULL), &sig, err);
         if (rc)
             goto out;
     }
-    snprintf(host_h, sizeof host_h, "Host: %s", k->host);
-    snprintf(date_h, sizeof date_h, "X-Amz-Date: %s", sig.amz_date);
-    {
-        k2p_buf b;
-        k2p_buf_init(&b, 0);
-        if (k2p_buf_printf(&b, "Authorization: %s", sig.authorization) == 0)
-            auth_h = k2p_buf_steal(&b, NULL);
-        k2p_buf_deinit(&b);
-        if (creds.session_token) {
-            k2p_buf_init(&b, 0);
-            if (k2p_buf_printf(&b, "X-Amz-Security-Token: %s", creds.session_token) == 0)
-                tok_h = k2p_buf_steal(&b, NULL);
-            k2p_buf_deinit(&b);
-        }
-    }
-    {
-        const char *lines[] = {host_h, "Content-Type: application/x-amz-json-1.1", NULL,
-                               date_h, auth_h, "Expect:", tok_h};
-        char tgt_h[120];
-        snprintf(tgt_h, sizeof tgt_h, "X-Amz-Target: %s", target);
-        lines[2] = tgt_h;
-        if (!auth_h || (creds.session_token && !tok_h)) {
-            rc = k2p_err_set(err, K2P_ENOMEM, "out of memory");
-            goto out;
-        }
-        for (size_t i = 0; i < K2P_ARRAY_LEN(lines); i++) {
-            struct curl_slist *n;
-            if (!lines[i])
+    k2p_buf_init(&line, 0);
+    for (int i = 0; i < 7 && !rc; i++) {
+        struct curl_slist *n;
+        k2p_buf_reset(&line);
+        switch (i) {
+        case 0: rc = k2p_buf_printf(&line, "Host: %s", host); break;
+        case 1: rc = k2p_buf_puts(&line, "Content-Type: application/x-amz-json-1.1"); break;
+        case 2: rc = k2p_buf_printf(&line, "X-Amz-Target: %s", target); break;
+        case 3: rc = k2p_buf_printf(&line, "X-Amz-Date: %s", sig.amz_date); break;
+        case 4: rc = k2p_buf_printf(&line, "Authorization: %s", sig.authorization); break;
+        case 5: rc = k2p_buf_puts(&line, "Expect:"); break; /* no 100-continue round trip */
+        case 6:
+            if (!creds.session_token)
                 continue;
-            n = curl_slist_append(hl, lines[i]);
-            if (!n) {
-                rc = k2p_err_set(err, K2P_ENOMEM, "out of memory");
-                goto out;
-            }
-            hl = n;
+            rc = k2p_buf_printf(&line, "X-Amz-Security-Token: %s", creds.session_token);
+            break;
         }
+        if (rc)
+            break;
+        if (!(n = curl_slist_append(*hl, line.data)))
+            rc = K2P_ENOMEM;
+        else
+            *hl = n;
     }
+    /* The line buffer held a token: wipe it before it goes back to the allocator. */
+    if (line.data)
+        memset(line.data, 0, line.cap);
+    k2p_buf_deinit(&line);
+    if (rc) {
+        curl_slist_free_all(*hl);
+        *hl = NULL;
+        rc = k2p_err_set(err, K2P_ENOMEM, "out of memory");
+    }
+out:
+    k2p_sigv4_out_deinit(&sig);
+    k2p_aws_creds_deinit(&creds);
+    return rc;
+}
+
+static int call_once(k2p_kinesis *k, const char *op, k2p_err *err)
+{
+    struct curl_slist *hl = NULL;
+    long status = 0;
+    CURLcode cc;
+    int rc;
+
+    if ((rc = k2p_kinesis_sign_json(k->creds, k->host, k->region, op, k->req.data, k->req.len,
+                                     &hl, err)))
+        return rc;
     k2p_buf_reset(&k->resp);
     k->curl_errbuf[0] = '\0';
     if (curl_easy_setopt(k->curl, CURLOPT_HTTPHEADER, hl) != CURLE_OK ||
@@ -365,11 +392,6 @@ static int call_once(k2p_kinesis *k, const char *op, k2p_err *err)
     rc = 0;
 out:
     curl_slist_free_all(hl);
-    if (auth_h)
-        free(auth_h);
-    k2p_free_secret(&tok_h);
-    k2p_sigv4_out_deinit(&sig);
-    k2p_aws_creds_deinit(&creds);
     return rc;
 }
 
@@ -793,4 +815,30 @@ int k2p_kinesis_merge_shards(k2p_kinesis *k, const char *stream, const char *sha
         k2p_buf_putc(&k->req, '}'))
         return oom(err);
     return call(k, "MergeShards", what, err);
+}
+
+/* ---- for sibling modules (kinesis_client_internal.h) -------------------------------------- */
+
+int k2p_kinesis_call_json(k2p_kinesis *k, const char *op, const char *what, const char *body,
+                          size_t len, const char **resp, size_t *resp_len, k2p_err *err)
+{
+    int rc;
+    k2p_buf_reset(&k->req);
+    if (k2p_buf_append(&k->req, body, len))
+        return oom(err);
+    if ((rc = call(k, op, what, err)))
+        return rc;
+    *resp = k->resp.data ? k->resp.data : "";
+    *resp_len = k->resp.len;
+    return 0;
+}
+
+void k2p_kinesis_sleep_ms(k2p_kinesis *k, int64_t ms)
+{
+    sleep_cancellable(k, ms);
+}
+
+int k2p_kinesis_cancelled(const k2p_kinesis *k)
+{
+    return k->cancel && atomic_load(k->cancel);
 }
