@@ -74,6 +74,7 @@ enum opt_id {
     O_CHUNK,
     O_RAW,
     O_DECOMPRESS,
+    O_CONSUMER,
     O_FOLLOW,
     O_TABLE,
     O_SCHEMA,
@@ -105,6 +106,7 @@ _Static_assert(sizeof(k2p_log_format) == sizeof(int) && sizeof(k2p_log_level) ==
                "enum options are stored as int");
 
 static const char *check_stream(const char *v);
+static const char *check_consumer(const char *v);
 static const char *check_ident(const char *v);
 static const char *check_region(const char *v);
 static const char *check_url(const char *v);
@@ -150,6 +152,10 @@ static const opt opts[O_COUNT] = {
     [O_DECOMPRESS] = {"decompress", 0, "MODE", T_ENUM, "auto", NULL, {NULL}, NULL, C_LOAD | C_TAIL,
                       0, 0, 0, decompress_modes, NULL, OFF(decompress),
                       "auto (zstd or gzip by their magic bytes), zstd, gzip or none"},
+    [O_CONSUMER] = {"consumer", 0, "NAME", T_STRING, NULL, "off: GetRecords polling", {NULL},
+                    NULL, C_LOAD, 0, 0, 0, NULL, check_consumer, OFF(consumer),
+                    "read with enhanced fan-out (SubscribeToShard) as stream consumer NAME, "
+                    "registered if missing"},
     [O_FOLLOW] = {"follow", 0, NULL, T_BOOL, "false", NULL, {NULL}, NULL, C_LOAD | C_TAIL, 0, 0, 0,
                   NULL, NULL, OFF(follow),
                   "never stop at the tip (SIGTERM: flush, checkpoint, exit 0)"},
@@ -333,16 +339,35 @@ static int set_string(char **dst, const char *v)
 /* Value checks                                                                                */
 /* ------------------------------------------------------------------------------------------ */
 
-static const char *check_stream(const char *v)
+/* Kinesis names (streams, consumers): [a-zA-Z0-9_.-]{1,128}. 0 ok, 1 bad length, 2 bad char. */
+static int aws_name_check(const char *v)
 {
     size_t n = strlen(v);
     if (n < 1 || n > 128)
-        return "a stream name has 1 to 128 characters";
+        return 1;
     for (; *v; v++)
         if (!((*v >= 'a' && *v <= 'z') || (*v >= 'A' && *v <= 'Z') || (*v >= '0' && *v <= '9') ||
               *v == '_' || *v == '.' || *v == '-'))
-            return "a stream name holds only letters, digits, '_', '.' and '-'";
-    return NULL;
+            return 2;
+    return 0;
+}
+
+static const char *check_stream(const char *v)
+{
+    switch (aws_name_check(v)) {
+    case 1: return "a stream name has 1 to 128 characters";
+    case 2: return "a stream name holds only letters, digits, '_', '.' and '-'";
+    default: return NULL;
+    }
+}
+
+static const char *check_consumer(const char *v)
+{
+    switch (aws_name_check(v)) {
+    case 1: return "a consumer name has 1 to 128 characters";
+    case 2: return "a consumer name holds only letters, digits, '_', '.' and '-'";
+    default: return NULL;
+    }
 }
 
 static const char *check_ident(const char *v)

@@ -17,6 +17,7 @@
 
 #include "kinesis2pg/buf.h"
 #include "kinesis2pg/copy_encode.h"
+#include "kinesis2pg/kinesis_subscribe.h"
 #include "kinesis2pg/log.h"
 #include "kinesis2pg/metrics.h"
 #include "loader_internal.h"
@@ -42,6 +43,7 @@ void k2p_load_opts_from_config(k2p_load_opts *o, const k2p_config *cfg, k2p_cred
     o->ms_behind_latest = cfg->ms_behind_latest;
     o->raw = cfg->raw;
     o->decompress = cfg->decompress;
+    o->consumer = cfg->consumer;
     o->follow = cfg->follow;
     o->primary_key = !cfg->no_primary_key;
     o->chunk_size = (int)cfg->chunk_size;
@@ -210,6 +212,8 @@ static int add_shard(k2p_loader *L, PGconn *conn, const k2p_shard *ls, const k2p
     s->start_at_us = plan.start_at_us;
     s->had_checkpoint_seq = plan.seq != NULL;
     s->closed_at_listing = ls->ending_seq != NULL;
+    if (ls->ending_seq)
+        snprintf(s->ending_seq, sizeof s->ending_seq, "%s", ls->ending_seq);
     s->bytes_per_record = 1024; /* until its first answer says better */
     if (c) {
         s->skip = c->ledger;
@@ -714,6 +718,14 @@ int k2p_load_run(const k2p_load_opts *o, k2p_load_result *res, k2p_err *err)
         }
         if (rc)
             goto out;
+        if (o->consumer) {
+            k2p_consumer c;
+            if ((rc = k2p_kinesis_ensure_consumer(k, sum.stream_arn, o->consumer, 0, &c, err)))
+                goto out;
+            snprintf(L.consumer_arn, sizeof L.consumer_arn, "%s", c.arn);
+            K2P_LOG(K2P_LOG_LEVEL_INFO, "fanout",
+                    "reading with enhanced fan-out (SubscribeToShard) as consumer %s", c.arn);
+        }
     }
 
     if (!(conn = k2p_pg_connect(o->pg_conninfo, err))) {

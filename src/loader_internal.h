@@ -65,6 +65,7 @@ typedef struct k2p_shard_rt {
     bool fetch_held;          /* reader: that charge is currently held */
     bool closed_in_state; /* finished in an earlier run */
     bool closed_at_listing; /* ListShards gave an EndingSequenceNumber: read to SHARD_END */
+    char ending_seq[K2P_SEQ_BUF]; /* that EndingSequenceNumber ("" while open) */
     bool children_listed; /* coordinator: shards re-listed after this one closed */
 
     /* Reader thread. */
@@ -135,6 +136,7 @@ typedef struct k2p_loader {
     const k2p_load_opts *o;
     char *qualified_table; /* "schema"."table", quoted */
     char epoch[24];        /* our ownership epoch of (stream, target): see k2p_pg_take_ownership */
+    char consumer_arn[2048]; /* --consumer: read with SubscribeToShard as this ("": polling) */
     int64_t run_started_us;
     k2p_stream_state state;
 

@@ -8,11 +8,9 @@
 
 #define K2P_AT_TIMESTAMP_TIMEOUT_MS 2000
 
-int k2p_shard_iter_open(k2p_kinesis *k, const char *stream, const char *shard_id,
-                        const k2p_iter_pos *pos, char **it, k2p_err *err)
+k2p_iter_start k2p_shard_iter_start(const k2p_iter_pos *pos)
 {
     k2p_iter_start st = {K2P_ITER_TRIM_HORIZON, NULL, 0, 0};
-    int rc;
     if (pos->last_seq && pos->last_seq[0]) {
         st.type = K2P_ITER_AFTER_SEQUENCE_NUMBER;
         st.seq = pos->last_seq;
@@ -24,7 +22,14 @@ int k2p_shard_iter_open(k2p_kinesis *k, const char *stream, const char *shard_id
         st.timestamp_us = pos->start_at_us;
         st.timeout_ms = K2P_AT_TIMESTAMP_TIMEOUT_MS;
     }
-    rc = k2p_kinesis_get_shard_iterator(k, stream, shard_id, &st, it, err);
+    return st;
+}
+
+int k2p_shard_iter_open(k2p_kinesis *k, const char *stream, const char *shard_id,
+                        const k2p_iter_pos *pos, char **it, k2p_err *err)
+{
+    k2p_iter_start st = k2p_shard_iter_start(pos);
+    int rc = k2p_kinesis_get_shard_iterator(k, stream, shard_id, &st, it, err);
     if (rc == K2P_ERETRY && st.type == K2P_ITER_AT_TIMESTAMP) {
         K2P_LOG(K2P_LOG_LEVEL_INFO, "at_timestamp_fallback",
                 "shard %s: GetShardIterator AT_TIMESTAMP did not answer in %d ms; reading from "

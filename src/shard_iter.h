@@ -21,6 +21,10 @@ typedef struct k2p_iter_pos {
     int64_t *filter_before_us;
 } k2p_iter_pos;
 
+/* The start position pos describes (AT_TIMESTAMP with its 2 s attempt, see below, unless
+ * *pos->filter_before_us is already set); for GetShardIterator and SubscribeToShard. */
+k2p_iter_start k2p_shard_iter_start(const k2p_iter_pos *pos);
+
 /* Opens the iterator into *it (heap). An AT_TIMESTAMP request gets one 2 s attempt: kinesalite
  * never answers it when no record arrived at or after the time (AWS answers with an iterator at
  * the tip); then the shard is read from TRIM_HORIZON and *pos->filter_before_us is set so the

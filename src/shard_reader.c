@@ -19,6 +19,7 @@
 
 #include "kinesis2pg/copy_encode.h"
 #include "kinesis2pg/json_validate.h"
+#include "kinesis2pg/kinesis_subscribe.h"
 #include "kinesis2pg/seqnum.h"
 #include "kinesis2pg/unpack.h"
 #include "loader_internal.h"
@@ -332,6 +333,150 @@ static k2p_batch *batch_of(k2p_shard_rt *s, const k2p_records *recs, k2p_unpacke
     return b;
 }
 
+/* ---- enhanced fan-out (--consumer): SubscribeToShard events instead of GetRecords -------- */
+
+typedef struct fanout {
+    k2p_shard_rt *s;
+    k2p_unpacker *u;
+    size_t skip_idx;
+} fanout;
+
+/* Takes up to n records from the --max-messages budget; returns how many. */
+static size_t claim_exact(k2p_loader *L, size_t n)
+{
+    long long cur = atomic_load(&L->quota_claimed);
+    for (;;) {
+        long long take = L->o->max_messages - cur;
+        if (take <= 0)
+            return 0;
+        if ((size_t)take > n)
+            take = (long long)n;
+        if (atomic_compare_exchange_weak(&L->quota_claimed, &cur, cur + take))
+            return (size_t)take;
+    }
+}
+
+/* One SubscribeToShardEvent: the same batch, ring and checkpoint path as a GetRecords answer. */
+static int on_event(void *ud, const k2p_subscribe_event *ev)
+{
+    fanout *f = ud;
+    k2p_shard_rt *s = f->s;
+    k2p_loader *L = s->L;
+    const k2p_load_opts *o = L->o;
+    k2p_records view = *ev->records; /* the part of the event taken */
+    k2p_batch *b;
+    bool caught_up, quota_hit = false, shard_end = ev->shard_end;
+    size_t skip = 0;
+
+    if (atomic_load(&L->stop_readers)) {
+        set_state(s, K2P_READER_STOPPED, "%s", stop_reason(L));
+        return K2P_SUB_STOP;
+    }
+    /* After a re-subscription, nothing at or before what was taken is taken again. */
+    while (skip < view.n && s->last_seq[0] && k2p_seq_cmps(view.recs[skip].seq, s->last_seq) <= 0)
+        skip++;
+    view.recs += skip;
+    view.n -= skip;
+    if (o->max_messages) {
+        size_t take = claim_exact(L, view.n);
+        quota_hit = take < view.n || atomic_load(&L->quota_claimed) >= o->max_messages;
+        if (take < view.n)
+            shard_end = false; /* records of the shard are left */
+        view.n = take;
+    }
+    atomic_fetch_add(&L->records_read, (long long)view.n);
+    atomic_store(&s->millis_behind, view.millis_behind);
+    atomic_store(&s->last_call_ok_us, k2p_wall_us());
+    if (!(b = batch_of(s, &view, f->u, &f->skip_idx)))
+        return K2P_EFATAL;
+    k2p_unpacker_trim(f->u, K2P_READER_KEEP_BYTES);
+    /* Some services (kinesis-local) never end a closed shard's subscription: its
+     * EndingSequenceNumber, once read, is the end too. */
+    if (!quota_hit && s->ending_seq[0] && s->last_seq[0] &&
+        k2p_seq_cmps(s->last_seq, s->ending_seq) >= 0)
+        shard_end = true;
+    if (shard_end) {
+        b->flags |= K2P_BATCH_CLOSED;
+        if (push_batch(s, b) == 0)
+            set_state(s, K2P_READER_CLOSED, "read to SHARD_END");
+        else
+            set_state(s, K2P_READER_STOPPED, "%s", stop_reason(L));
+        return K2P_SUB_STOP;
+    }
+    /* Caught up: near the tip, and this event brought nothing that arrived before the run
+     * began (events have no Limit to compare with; a busy stream keeps sending records, so the
+     * run ends at the first record written after it started). */
+    caught_up = !s->closed_at_listing && view.millis_behind >= 0 &&
+                view.millis_behind < o->ms_behind_latest &&
+                (ev->records->n == 0 ||
+                 ev->records->recs[ev->records->n - 1].arrival_us >= L->run_started_us);
+    if (caught_up && !o->follow && !s->any_record)
+        b->flags |= K2P_BATCH_TIP_EMPTY;
+    if (b->covers_seq[0] || b->flags) {
+        if (push_batch(s, b) != 0) {
+            set_state(s, K2P_READER_STOPPED, "%s", stop_reason(L));
+            return K2P_SUB_STOP;
+        }
+    } else {
+        k2p_batch_free(b);
+    }
+    if (quota_hit) {
+        set_state(s, K2P_READER_STOPPED, "--max-messages reached");
+        return K2P_SUB_STOP;
+    }
+    if (caught_up && !o->follow) {
+        set_state(s, K2P_READER_CAUGHT_UP, "%s", "");
+        return K2P_SUB_STOP;
+    }
+    return 0;
+}
+
+/* The reader's loop with --consumer: one SubscribeToShard session after another (the client
+ * re-subscribes from the last ContinuationSequenceNumber) until the shard ends, the run is
+ * caught up (batch mode), or it stops. */
+static void read_fanout(k2p_shard_rt *s, const k2p_kinesis_opts *ko, k2p_unpacker *u)
+{
+    k2p_loader *L = s->L;
+    k2p_err err = {0};
+    k2p_subscribe_result res;
+    k2p_subscription *sub = k2p_subscription_new(ko, NULL, &err);
+    fanout f = {s, u, 0};
+    k2p_iter_pos pos = {s->last_seq, s->start_seq, s->start_at_us, &s->filter_before_us};
+    k2p_iter_start start = k2p_shard_iter_start(&pos);
+    int rc;
+
+    start.timeout_ms = 0; /* no GetShardIterator AT_TIMESTAMP quirk to work around here */
+    if (!sub) {
+        k2p_loader_fail(L, err.code, "shard %s: %s", s->shard_id, err.msg);
+        set_state(s, K2P_READER_FAILED, "%s", err.msg);
+        return;
+    }
+    k2p_subscription_set_cancel_flag(sub, &L->stop_readers);
+    rc = k2p_subscription_run(sub, L->consumer_arn, s->shard_id, &start, on_event, &f, &res,
+                              &err);
+    if (rc == 0 && res.end == K2P_SUB_END_SHARD &&
+        atomic_load(&s->state) == K2P_READER_RUNNING) {
+        /* the service ended the shard after an event the callback had already taken */
+        k2p_batch *b = k2p_batch_new(s);
+        if (b) {
+            b->flags |= K2P_BATCH_CLOSED;
+            if (push_batch(s, b) == 0)
+                set_state(s, K2P_READER_CLOSED, "read to SHARD_END");
+        }
+    }
+    if (atomic_load(&s->state) == K2P_READER_RUNNING) {
+        if (rc && !atomic_load(&L->stop_readers)) {
+            k2p_loader_fail(L, rc, "stream '%s' shard %s: %s", L->o->stream, s->shard_id,
+                            err.msg);
+            set_state(s, K2P_READER_FAILED, "%s", err.msg);
+        } else {
+            set_state(s, K2P_READER_STOPPED, "%s", stop_reason(L));
+        }
+    }
+    atomic_store(&s->retries_transient, (long long)res.retries);
+    k2p_subscription_free(sub);
+}
+
 void *k2p_reader_main(void *arg)
 {
     k2p_shard_rt *s = arg;
@@ -362,6 +507,10 @@ void *k2p_reader_main(void *arg)
     }
     k2p_kinesis_set_cancel_flag(k, &L->stop_readers);
     k2p_kinesis_set_backoff_hooks(k, release_fetch, reacquire_fetch, s);
+    if (L->consumer_arn[0]) {
+        read_fanout(s, &ko, &unpack);
+        goto out;
+    }
     if (get_iterator(s, k, &it, &err)) {
         if (!atomic_load(&L->stop_readers))
             k2p_loader_fail(L, err.code, "%s", err.msg);

@@ -75,6 +75,7 @@ typedef struct k2p_config {
     int64_t ms_behind_latest; /* default 1000 */
     bool raw;                 /* store payload as bytea instead of jsonb */
     int decompress;           /* K2P_DECOMPRESS_* (payload_decode.h) */
+    char *consumer;           /* --consumer: enhanced fan-out as this consumer; NULL: polling */
     int64_t chunk_size;       /* GetRecords Limit, 1..10000, default 1000 */
     bool follow;
 

@@ -34,6 +34,7 @@ typedef struct k2p_load_opts {
     int64_t ms_behind_latest; /* caught up below this */
     bool raw;
     int decompress;     /* K2P_DECOMPRESS_* (0: auto) */
+    const char *consumer; /* enhanced fan-out (SubscribeToShard) as this consumer; NULL: polling */
     bool follow;
     bool primary_key;
     int chunk_size;     /* GetRecords Limit */
