@@ -355,11 +355,14 @@ static void check(scenario *s, const char *stream)
                      "there is: %s",
                      d->rec, sub, d->reason, d->data.n, got ? got : "nothing");
         }
-        fprintf(stderr, "  dead letter %zu: %s\n", i,
-                k2p_lt_str(&g,
-                           "SELECT reason FROM kinesis2pg.dead_letters WHERE stream = %s AND "
-                           "seq_no = %s AND sub_seq IS NOT DISTINCT FROM %s",
-                           lit, p->seq, sub));
+        {
+            char *reason = k2p_lt_str(&g,
+                                      "SELECT reason FROM kinesis2pg.dead_letters WHERE stream = "
+                                      "%s AND seq_no = %s AND sub_seq IS NOT DISTINCT FROM %s",
+                                      lit, p->seq, sub);
+            fprintf(stderr, "  dead letter %zu: %s\n", i, reason ? reason : "?");
+            free(reason);
+        }
         free(hex);
         free(why);
     }
@@ -382,6 +385,7 @@ static void run_scenario(const char *stream)
     K2P_LT_EXPECT_ROWS(K2P_LT_LOAD_OK(&g, "kinesis", stream, "--stream", stream), 0);
     check(s, stream);
     scenario_free(s);
+    free(s);
 }
 
 /* ---- tests --------------------------------------------------------------------------------- */
