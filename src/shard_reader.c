@@ -375,8 +375,10 @@ static int on_event(void *ud, const k2p_subscribe_event *ev)
     /* After a re-subscription, nothing at or before what was taken is taken again. */
     while (skip < view.n && s->last_seq[0] && k2p_seq_cmps(view.recs[skip].seq, s->last_seq) <= 0)
         skip++;
-    view.recs += skip;
-    view.n -= skip;
+    if (skip) { /* (recs is NULL in an empty event) */
+        view.recs += skip;
+        view.n -= skip;
+    }
     if (o->max_messages) {
         size_t take = claim_exact(L, view.n);
         quota_hit = take < view.n || atomic_load(&L->quota_claimed) >= o->max_messages;
