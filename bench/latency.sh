@@ -6,12 +6,21 @@
 # then reports percentiles of (commit time of the row's transaction - the record's
 # ApproximateArrivalTimestamp, set by the mock when PutRecords arrived). Not a test: numbers
 # for docs/benchmarks.md. Usage: bench/latency.sh [RATE] [SECONDS] [SHARDS]
+# MODE=fanout reads with enhanced fan-out (--consumer k2p-latency: SubscribeToShard over
+# HTTP/2 from the same mock) instead of GetRecords polling; LOADER_ARGS adds loader flags.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 RATE=${1:-10000}
 SECONDS_=${2:-30}
 SHARDS=${3:-8}
 BUILD=${BUILD:-$here/build}
+MODE=${MODE:-polling}
+LOADER_ARGS=${LOADER_ARGS:-}
+case "$MODE" in
+polling) mode_args="" ;;
+fanout) mode_args="--consumer k2p-latency" ;;
+*) echo "latency.sh: MODE is polling or fanout" >&2; exit 2 ;;
+esac
 work=$(mktemp -d /tmp/k2p-latency.XXXXXX)
 chmod 711 "$work"
 mock_pid=""
@@ -50,8 +59,9 @@ endpoint="http://127.0.0.1:$(head -1 "$work/mock.port")"
 export AWS_ACCESS_KEY_ID=AKIDLATENCY AWS_SECRET_ACCESS_KEY=not-a-secret AWS_REGION=us-east-1
 "$BUILD/kinesis2pg-produce" --endpoint "$endpoint" --stream lat --create-stream "$SHARDS" --count 0 2>/dev/null
 
+# shellcheck disable=SC2086 # word splitting of the flag lists is intended
 "$BUILD/kinesis2pg" load --stream lat --endpoint "$endpoint" --pg "$pg" --from trim_horizon \
-    --follow 2> "$work/loader.log" &
+    --follow $mode_args $LOADER_ARGS 2> "$work/loader.log" &
 loader_pid=$!
 sleep 2
 "$BUILD/kinesis2pg-produce" --endpoint "$endpoint" --stream lat --count $((RATE * SECONDS_)) \
@@ -67,7 +77,7 @@ psql "$pg" -At -F ' ' -c "
   FROM (SELECT extract(epoch FROM pg_xact_commit_timestamp(xmin) - _kinesis__ts) AS l
         FROM kinesis.lat) s" | {
     read -r n p50 p90 p99 pmax
-    echo "LATENCY {\"rate\":$RATE,\"seconds\":$SECONDS_,\"shards\":$SHARDS,\"rows\":$n,\"p50_ms\":$p50,\"p90_ms\":$p90,\"p99_ms\":$p99,\"max_ms\":$pmax}"
-    printf 'rows %s at %s records/s over %s shards: p50 %s ms, p90 %s ms, p99 %s ms, max %s ms\n' \
-        "$n" "$RATE" "$SHARDS" "$p50" "$p90" "$p99" "$pmax"
+    echo "LATENCY {\"mode\":\"$MODE\",\"rate\":$RATE,\"seconds\":$SECONDS_,\"shards\":$SHARDS,\"rows\":$n,\"p50_ms\":$p50,\"p90_ms\":$p90,\"p99_ms\":$p99,\"max_ms\":$pmax}"
+    printf '%s: rows %s at %s records/s over %s shards: p50 %s ms, p90 %s ms, p99 %s ms, max %s ms\n' \
+        "$MODE" "$n" "$RATE" "$SHARDS" "$p50" "$p90" "$p99" "$pmax"
 }

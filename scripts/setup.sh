@@ -9,7 +9,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 
 apt_pkgs=(build-essential make cmake pkg-config clang libclang-rt-14-dev
-          libcurl4-openssl-dev libmbedtls-dev libpq-dev libzstd-dev zlib1g-dev libcjson-dev libjansson-dev libcmocka-dev libmicrohttpd-dev
+          libcurl4-openssl-dev libnghttp2-dev libmbedtls-dev libpq-dev libzstd-dev zlib1g-dev libcjson-dev libjansson-dev libcmocka-dev libmicrohttpd-dev
           postgresql postgresql-client python3 python3-botocore python3-boto3 ca-certificates
           procps util-linux)
 

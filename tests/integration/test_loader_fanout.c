@@ -9,7 +9,11 @@
  *    never ends a closed shard's subscription: the loader stops at its EndingSequenceNumber)
  *    and its children after it;
  *  - --follow: records put while it runs arrive; SIGTERM ends it with exit 0 and nothing lost;
- *  - SIGKILL at random moments of a fan-out load, restarts: each record once.
+ *  - SIGKILL at random moments of a fan-out load, restarts: each record once;
+ *  - against mock_kinesis: a split in the middle of the subscriptions (the parent's last event
+ *    carries ChildShards, as AWS sends it), connection resets and error messages during
+ *    subscriptions, resets of SubscribeToShard calls and 1-second subscriptions: each record
+ *    once.
  *
  * Threading: single-threaded; the loader runs as a child process.
  */
@@ -32,6 +36,7 @@
 #include "kinesis2pg/kinesis_client.h"
 #include "kinesis_local_harness.h"
 #include "loader_testlib.h"
+#include "mock_kinesis_harness.h"
 
 static k2p_lt g;
 static k2p_test_kinesis_local kl;
@@ -235,6 +240,56 @@ static void test_kill9(void **state)
     k2p_lt_set_free(&set);
 }
 
+static void test_mock_split_and_faults(void **state)
+{
+    static k2p_test_mock mk;
+    const char *const margs[] = {"--subscription-ms", "1000", "--takeover-ms", "0", NULL};
+    const char *const args[] = {"--stream", "fo_mock", "--consumer", "k2p-mock", "--from",
+                                "trim_horizon", NULL};
+    k2p_lt_set set = {0};
+    int64_t t0;
+    (void)state;
+    K2P_LT_REQUIRE(&g);
+    if (k2p_test_mock_start(&mk, margs) != 0)
+        fail_msg("mock_kinesis did not start");
+    k2p_lt_use_endpoint(&g, mk.endpoint);
+    k2p_lt_create_stream(&g, "fo_mock", 2);
+    k2p_lt_produce(&g, "fo_mock", &set, "--count 3000 --kind json --size 200");
+    /* Split shard 0 once 1000 records have been pushed; faults in the subscriptions. */
+    assert_int_equal(k2p_test_mock_control(&mk, "{\"reshard_at\":1000,"
+                                               "\"split\":\"shardId-000000000000\","
+                                               "\"sub_reset\":0.15,\"sub_error\":0.15,"
+                                               "\"reset\":0.15,\"fault_ops\":"
+                                               "\"SubscribeToShard\"}"),
+                     0);
+    t0 = k2p_now_ns();
+    k2p_lt_load_ok(&g, "kinesis", "fo_mock", args);
+    fprintf(stderr, "  first load %lld ms: reshards %lld, resets %lld+%lld, errors %lld\n",
+            (long long)((k2p_now_ns() - t0) / 1000000),
+            (long long)k2p_test_mock_stat(&mk, "reshards"),
+            (long long)k2p_test_mock_stat(&mk, "faults.sub_reset"),
+            (long long)k2p_test_mock_stat(&mk, "faults.reset"),
+            (long long)k2p_test_mock_stat(&mk, "faults.sub_error"));
+    assert_int_equal(k2p_test_mock_stat(&mk, "reshards"), 1);
+    /* New records go to the children and shard 1; the rerun reads them after the parent. */
+    k2p_lt_produce(&g, "fo_mock", &set, "--count 1000 --kind json --size 200 --seed 5");
+    t0 = k2p_now_ns();
+    k2p_lt_load_ok(&g, "kinesis", "fo_mock", args);
+    fprintf(stderr, "  second load %lld ms\n", (long long)((k2p_now_ns() - t0) / 1000000));
+    k2p_lt_assert_table(&g, "kinesis", "fo_mock", "fo_mock", &set, K2P_LT_JSON);
+    k2p_lt_assert_checkpoints(&g, "fo_mock", &set);
+    assert_int_equal(k2p_lt_i64(&g, "SELECT count(*) FROM kinesis2pg.checkpoints WHERE stream = "
+                                    "'fo_mock' AND closed"),
+                     1);
+    assert_true(k2p_test_mock_stat(&mk, "faults.sub_reset") +
+                    k2p_test_mock_stat(&mk, "faults.sub_error") +
+                    k2p_test_mock_stat(&mk, "faults.reset") >
+                0);
+    k2p_lt_set_free(&set);
+    k2p_lt_use_endpoint(&g, kl.endpoint);
+    assert_int_equal(k2p_test_mock_stop(&mk), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -243,6 +298,7 @@ int main(void)
         cmocka_unit_test(test_split),
         cmocka_unit_test(test_follow_then_sigterm),
         cmocka_unit_test(test_kill9),
+        cmocka_unit_test(test_mock_split_and_faults),
     };
     k2p_lt_filter_from_env();
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -1,12 +1,14 @@
-/* test_subscribe.c - enhanced fan-out against a real kinesis-local (HTTP/2 cleartext, prior
- * knowledge) on loopback.
+/* test_subscribe.c - enhanced fan-out against a real kinesis-local and against mock_kinesis
+ * (both HTTP/2 cleartext, prior knowledge) on loopback: the same scenarios run on each.
  *
  * Consumers: register, reuse by name, list, describe, deregister. SubscribeToShard: every
  * record put (small ones and ones of 300 KB, which span many HTTP/2 frames and event-stream
  * chunks) arrives once, in order, byte for byte, with the ContinuationSequenceNumber at the
  * last record; short sessions force re-subscriptions from the continuation while records keep
  * arriving, and none is lost or repeated; a split (closed) parent delivers all its records; an
- * unknown consumer is ResourceNotFound from the exception event.
+ * unknown consumer is ResourceNotFound from the exception event. Only mock_kinesis ends a
+ * closed shard's subscription (ChildShards, no continuation), refuses a second active
+ * subscription (ResourceInUseException) and can end a subscription with a fault.
  * Threading: single-threaded (the subscription callback runs on the test thread).
  */
 #include <setjmp.h>
@@ -24,8 +26,15 @@
 #include "kinesis2pg/kinesis_client.h"
 #include "kinesis2pg/kinesis_subscribe.h"
 #include "kinesis2pg/seqnum.h"
+#include "mock_kinesis_harness.h"
+
+#include <pthread.h>
+#include <unistd.h>
 
 static k2p_test_kinesis_local kl;
+static k2p_test_mock mk;
+static const char *endpoint;
+static int is_mock;
 static k2p_cred_chain *creds;
 static k2p_kinesis *client;
 
@@ -34,6 +43,8 @@ static int setup(void **state)
     (void)state;
     if (k2p_test_kinesis_local_start(&kl))
         return -1;
+    endpoint = kl.endpoint;
+    is_mock = 0;
     creds = k2p_test_cred_chain();
     client = k2p_test_kinesis_client(kl.endpoint, creds);
     return 0;
@@ -46,6 +57,30 @@ static int teardown(void **state)
     k2p_cred_chain_free(creds);
     k2p_test_kinesis_local_stop(&kl);
     return 0;
+}
+
+static int setup_mock(void **state)
+{
+    (void)state;
+    if (k2p_test_mock_start(&mk, NULL))
+        return -1;
+    endpoint = mk.endpoint;
+    is_mock = 1;
+    creds = k2p_test_cred_chain();
+    client = k2p_test_kinesis_client(mk.endpoint, creds);
+    return 0;
+}
+
+static int teardown_mock(void **state)
+{
+    int rc;
+    (void)state;
+    k2p_kinesis_free(client);
+    k2p_cred_chain_free(creds);
+    rc = k2p_test_mock_stop(&mk);
+    if (rc)
+        fprintf(stderr, "mock_kinesis exited with status %d\n", rc);
+    return rc == 0 ? 0 : -1;
 }
 
 /* Creates the stream, waits until ACTIVE, returns its ARN in arn. */
@@ -183,7 +218,7 @@ static k2p_subscription *new_subscription(long session_ms)
     k2p_subscribe_opts so = {0};
     k2p_err err = {0};
     k2p_subscription *s;
-    o.endpoint = kl.endpoint;
+    o.endpoint = endpoint;
     o.region = "us-east-1";
     o.creds = creds;
     so.session_ms = session_ms;
@@ -304,8 +339,9 @@ static void resubscribes_from_continuation(void **state)
         fail_msg("run: %s", err.msg);
     assert_int_equal(g.n, 100);
     assert_int_equal(res.records, 100);
-    assert_true(g.max_subscription >= 5);
-    assert_true(res.subscriptions >= 5);
+    /* 80 records put at 4 new subscriptions (kinesis-local answers one more). */
+    assert_true(g.max_subscription >= (is_mock ? 4u : 5u));
+    assert_true(res.subscriptions >= (is_mock ? 4u : 5u));
     assert_string_equal(res.continuation_seq, g.last_seq);
     k2p_subscription_free(s);
 }
@@ -335,7 +371,7 @@ static void closed_parent_delivers_everything(void **state)
         fail_msg("wait: %s", err.msg);
     ensure_consumer(arn, "ends-reader", &c);
     memset(&g, 0, sizeof g);
-    g.want = 30;
+    g.want = is_mock ? 0 : 30; /* the mock ends the shard: no need to stop */
     g.deadline_ns = k2p_now_ns() + 60 * (int64_t)1000000000;
     s = new_subscription(0);
     rc = k2p_subscription_run(s, c.arn, "shardId-000000000000", &start, on_event, &g, &res,
@@ -343,7 +379,33 @@ static void closed_parent_delivers_everything(void **state)
     if (rc)
         fail_msg("run: %s", err.msg);
     assert_int_equal(g.n, 30);
-    assert_string_equal(res.continuation_seq, g.last_seq);
+    if (!is_mock)
+        assert_string_equal(res.continuation_seq, g.last_seq);
+    if (is_mock) {
+        static char last[132];
+        /* The last event: no ContinuationSequenceNumber, the two children. */
+        assert_int_equal(res.end, K2P_SUB_END_SHARD);
+        assert_true(g.shard_end);
+        assert_int_equal(g.n_children, 2);
+        assert_string_equal(g.children[0], "shardId-000000000001");
+        assert_string_equal(g.children[1], "shardId-000000000002");
+        /* The end event carried records and no continuation: everything before it had one. */
+        if (res.continuation_seq[0])
+            assert_true(k2p_seq_cmps(res.continuation_seq, g.last_seq) < 0);
+        /* Subscribing again after the last record: straight to the end. */
+        snprintf(last, sizeof last, "%s", g.last_seq);
+        memset(&g, 0, sizeof g);
+        g.deadline_ns = k2p_now_ns() + 30 * (int64_t)1000000000;
+        start.type = K2P_ITER_AFTER_SEQUENCE_NUMBER;
+        start.seq = last;
+        rc = k2p_subscription_run(s, c.arn, "shardId-000000000000", &start, on_event, &g, &res,
+                                  &err);
+        if (rc)
+            fail_msg("run again: %s", err.msg);
+        assert_int_equal(g.n, 0);
+        assert_true(g.shard_end);
+        assert_int_equal(res.end, K2P_SUB_END_SHARD);
+    }
     k2p_subscription_free(s);
 }
 
@@ -377,6 +439,138 @@ static void unknown_consumer_is_not_found(void **state)
     k2p_subscription_free(s);
 }
 
+/* ---- mock_kinesis only -------------------------------------------------------------------- */
+
+typedef struct bg_run {
+    k2p_subscription *s;
+    const char *arn;
+    atomic_bool stop;
+    got g;
+    int rc;
+} bg_run;
+
+static void *bg_main(void *arg)
+{
+    bg_run *b = arg;
+    k2p_subscribe_result res;
+    k2p_iter_start start = {K2P_ITER_TRIM_HORIZON, NULL, 0, 0};
+    k2p_err err = {0};
+    k2p_subscription_set_cancel_flag(b->s, &b->stop);
+    b->rc = k2p_subscription_run(b->s, b->arn, "shardId-000000000000", &start, on_event, &b->g,
+                                 &res, &err);
+    return NULL;
+}
+
+/* While one subscription of a consumer to a shard is active, another is refused with
+ * ResourceInUseException (an exception event) for takeover_ms; after that it takes over. */
+static void mock_second_subscription_in_use(void **state)
+{
+    char arn[2048];
+    k2p_consumer c;
+    static bg_run b;
+    pthread_t thr;
+    k2p_subscription *s2;
+    k2p_subscribe_result res;
+    k2p_iter_start start = {K2P_ITER_TRIM_HORIZON, NULL, 0, 0};
+    k2p_err err = {0};
+    static got g2;
+    int rc;
+    (void)state;
+
+    create_stream("inuse", 1, arn, sizeof arn);
+    put_range("inuse", 0, 10, 64);
+    ensure_consumer(arn, "inuse-reader", &c);
+    memset(&b, 0, sizeof b);
+    atomic_init(&b.stop, false);
+    b.arn = c.arn;
+    b.g.deadline_ns = k2p_now_ns() + 60 * (int64_t)1000000000;
+    b.s = new_subscription(0);
+    assert_int_equal(pthread_create(&thr, NULL, bg_main, &b), 0);
+    for (int i = 0; i < 500 && k2p_test_mock_stat(&mk, "subscriptions.open") < 1; i++)
+        usleep(10000);
+    assert_int_equal(k2p_test_mock_stat(&mk, "subscriptions.open"), 1);
+    memset(&g2, 0, sizeof g2);
+    g2.deadline_ns = k2p_now_ns() + 30 * (int64_t)1000000000;
+    s2 = new_subscription(0);
+    rc = k2p_subscription_subscribe(s2, c.arn, "shardId-000000000000", &start, on_event, &g2,
+                                    &res, &err);
+    if (rc != K2P_EINUSE)
+        fail_msg("rc %d: %s", rc, err.msg);
+    assert_non_null(strstr(err.msg, "ResourceInUseException"));
+    assert_int_equal(k2p_test_mock_stat(&mk, "subscriptions.in_use"), 1);
+    /* With no takeover delay the newcomer takes over; the first one is told so. */
+    assert_int_equal(k2p_test_mock_control(&mk, "{\"takeover_ms\":0}"), 0);
+    g2.want = 10;
+    rc = k2p_subscription_subscribe(s2, c.arn, "shardId-000000000000", &start, on_event, &g2,
+                                    &res, &err);
+    if (rc)
+        fail_msg("takeover: %s", err.msg);
+    assert_int_equal(g2.n, 10);
+    assert_true(k2p_test_mock_stat(&mk, "subscriptions.takeovers") >= 1);
+    atomic_store(&b.stop, true);
+    assert_int_equal(pthread_join(thr, NULL), 0);
+    assert_int_equal(b.g.n, 10);
+    assert_int_equal(k2p_test_mock_control(&mk, "{\"takeover_ms\":5000}"), 0);
+    k2p_subscription_free(s2);
+    k2p_subscription_free(b.s);
+}
+
+/* Connection resets and error messages in the middle of subscriptions, short server-side
+ * subscriptions and a truncated stream: the run resubscribes from its continuation and every
+ * record arrives once, in order. */
+static void mock_faults_resubscribe(void **state)
+{
+    char arn[2048];
+    k2p_consumer c;
+    k2p_subscription *s;
+    k2p_subscribe_result res;
+    k2p_iter_start start = {K2P_ITER_TRIM_HORIZON, NULL, 0, 0};
+    k2p_err err = {0};
+    k2p_kinesis_opts o = {0};
+    k2p_subscribe_opts so = {0};
+    static got g;
+    int rc;
+    (void)state;
+
+    create_stream("faulty", 1, arn, sizeof arn);
+    ensure_consumer(arn, "faulty-reader", &c);
+    memset(&g, 0, sizeof g);
+    g.stream = "faulty";
+    g.more = 25;
+    g.put_until = 200;
+    g.want = 200;
+    g.deadline_ns = k2p_now_ns() + 90 * (int64_t)1000000000;
+    assert_int_equal(k2p_test_mock_control(&mk, "{\"sub_reset\":0.15,\"sub_error\":0.15,"
+                                                "\"subscription_ms\":700,\"takeover_ms\":0,"
+                                                "\"truncate\":0.2,\"fault_ops\":"
+                                                "\"SubscribeToShard\"}"),
+                     0);
+    o.endpoint = endpoint;
+    o.region = "us-east-1";
+    o.creds = creds;
+    so.idle_ms = 15000;
+    so.max_attempts = 50;
+    so.backoff_base_ms = 10;
+    so.backoff_max_ms = 50;
+    s = k2p_subscription_new(&o, &so, &err);
+    assert_non_null(s);
+    rc = k2p_subscription_run(s, c.arn, "shardId-000000000000", &start, on_event, &g, &res,
+                              &err);
+    assert_int_equal(k2p_test_mock_control(&mk, "{\"clear\":true}"), 0);
+    if (rc)
+        fail_msg("run: %s", err.msg);
+    assert_int_equal(g.n, 200);
+    assert_true(res.retries > 0);
+    assert_true(k2p_test_mock_stat(&mk, "faults.sub_reset") + 
+                k2p_test_mock_stat(&mk, "faults.sub_error") > 0);
+    fprintf(stderr, "  subscriptions %llu, retries %llu, resets %lld, errors %lld, truncated %lld\n",
+            (unsigned long long)res.subscriptions, (unsigned long long)res.retries,
+            (long long)k2p_test_mock_stat(&mk, "faults.sub_reset"),
+            (long long)k2p_test_mock_stat(&mk, "faults.sub_error"),
+            (long long)k2p_test_mock_stat(&mk, "faults.truncate"));
+    k2p_subscription_free(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -386,5 +580,22 @@ int main(void)
         cmocka_unit_test(closed_parent_delivers_everything),
         cmocka_unit_test(unknown_consumer_is_not_found),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    const struct CMUnitTest mock_tests[] = {
+        cmocka_unit_test(consumers),
+        cmocka_unit_test(subscribe_receives_everything),
+        cmocka_unit_test(resubscribes_from_continuation),
+        cmocka_unit_test(closed_parent_delivers_everything),
+        cmocka_unit_test(unknown_consumer_is_not_found),
+        cmocka_unit_test(mock_second_subscription_in_use),
+        cmocka_unit_test(mock_faults_resubscribe),
+    };
+    int failed = 0;
+    /* K2P_SUBSCRIBE_ONLY=mock|kinesis-local runs one server's group. */
+    const char *only = getenv("K2P_SUBSCRIBE_ONLY");
+    if (!only || strcmp(only, "mock") != 0)
+        failed += cmocka_run_group_tests_name("kinesis-local", tests, setup, teardown);
+    if (!only || strcmp(only, "mock") == 0)
+        failed += cmocka_run_group_tests_name("mock_kinesis", mock_tests, setup_mock,
+                                              teardown_mock);
+    return failed;
 }

@@ -28,11 +28,9 @@
 
 /* ---- answers ------------------------------------------------------------------------------ */
 
-/* An AWS-style error: HTTP status, {"__type":type,"message":...}, x-amzn-ErrorType. */
-static void api_error(mock_resp *r, int status, const char *type, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
+#define api_error mock_api_error
 
-static void api_error(mock_resp *r, int status, const char *type, const char *fmt, ...)
+void mock_api_error(mock_resp *r, int status, const char *type, const char *fmt, ...)
 {
     char msg[1024];
     va_list ap;
@@ -240,8 +238,11 @@ static void op_describe_stream_summary(mock_server *srv, const cJSON *in, mock_r
     if (s) {
         rc = k2p_buf_puts(r->body, "{\"StreamDescriptionSummary\":{");
         rc |= put_summary_fields(r->body, s);
-        rc |= k2p_buf_printf(r->body, ",\"OpenShardCount\":%d,\"ConsumerCount\":0}}",
-                             mock_stream_open_shards(s));
+        size_t consumers = 0;
+        for (size_t i = 0; i < s->n_consumers; i++)
+            consumers += s->consumers[i].delete_ms == 0;
+        rc |= k2p_buf_printf(r->body, ",\"OpenShardCount\":%d,\"ConsumerCount\":%zu}}",
+                             mock_stream_open_shards(s), consumers);
         if (rc)
             oom(r);
     }
@@ -440,6 +441,96 @@ static void op_list_shards(mock_server *srv, const cJSON *in, mock_resp *r)
 static const char *const iter_types[] = {"TRIM_HORIZON", "LATEST", "AT_TIMESTAMP",
                                          "AT_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER"};
 
+int mock_api_iter_type(const char *type, const char *seq, const cJSON *ts, const char *member,
+                       mock_resp *r)
+{
+    int ti = -1;
+    for (int i = 0; i < (int)K2P_ARRAY_LEN(iter_types); i++) {
+        if (!strcmp(type, iter_types[i]))
+            ti = i;
+    }
+    if (ti < 0) {
+        api_error(r, 400, "ValidationException",
+                  "1 validation error detected: Value '%.64s' at '%s' failed to "
+                  "satisfy constraint: Member must satisfy enum value set: "
+                  "[AFTER_SEQUENCE_NUMBER, LATEST, AT_TIMESTAMP, TRIM_HORIZON, "
+                  "AT_SEQUENCE_NUMBER]",
+                  type, member);
+        return -1;
+    }
+    if (seq && ti <= 2) {
+        api_error(r, 400, "InvalidArgumentException",
+                  "Must either specify (1) AT_SEQUENCE_NUMBER or AFTER_SEQUENCE_NUMBER and "
+                  "StartingSequenceNumber or (2) TRIM_HORIZON or LATEST and no "
+                  "StartingSequenceNumber. Request specified %s and also a "
+                  "StartingSequenceNumber.",
+                  type);
+        return -1;
+    }
+    if (!seq && ti >= 3) {
+        api_error(r, 400, "InvalidArgumentException",
+                  "Must either specify (1) AT_SEQUENCE_NUMBER or AFTER_SEQUENCE_NUMBER and "
+                  "StartingSequenceNumber or (2) TRIM_HORIZON or LATEST and no "
+                  "StartingSequenceNumber. Request specified %s and no StartingSequenceNumber.",
+                  type);
+        return -1;
+    }
+    if (ti == 2 && !cJSON_IsNumber(ts)) {
+        api_error(r, 400, "InvalidArgumentException",
+                  "Must specify timestampInMillis parameter for iterator of type AT_TIMESTAMP. "
+                  "Current request has no timestamp parameter.");
+        return -1;
+    }
+    return ti;
+}
+
+int mock_api_seek(const mock_shard *sh, int ti, const char *seq, const cJSON *ts,
+                  const char *stream, uint64_t *pos, mock_resp *r)
+{
+    switch (ti) {
+    case 0: /* TRIM_HORIZON: records never age out here */
+        *pos = 0;
+        break;
+    case 1: /* LATEST */
+        *pos = sh->n;
+        break;
+    case 2: { /* AT_TIMESTAMP: first record whose arrival (ms) >= the timestamp (any precision) */
+        int64_t us = llround(ts->valuedouble * 1e6);
+        *pos = mock_shard_seek_time(sh, (us + 999) / 1000);
+        break;
+    }
+    default: {
+        mock_seq_info si;
+        if (mock_seq_parse(seq, strlen(seq), &si) || si.create_s != sh->create_ms / 1000 ||
+            si.shard_ix != sh->ix) {
+            if (!mock_seq_parse(seq, strlen(seq), &si) && si.shard_ix != sh->ix)
+                api_error(r, 400, "InvalidArgumentException",
+                          "Invalid StartingSequenceNumber. It encodes shardId-%012u, while it was "
+                          "used in a call to a shard with %s",
+                          (unsigned)si.shard_ix, sh->id);
+            else
+                api_error(r, 400, "InvalidArgumentException",
+                          "StartingSequenceNumber %.140s used in GetShardIterator on shard %s in "
+                          "stream %s under account " MOCK_ACCOUNT
+                          " is invalid because it did not come from this stream.",
+                          seq, sh->id, stream);
+            return -1;
+        }
+        /* Record at position p has index p + 1. */
+        if (si.index == MOCK_SEQ_INDEX_END)
+            *pos = sh->n;
+        else if (ti == 3)
+            *pos = si.index ? si.index - 1 : 0;
+        else
+            *pos = si.index;
+        if (*pos > sh->n)
+            *pos = sh->n;
+        break;
+    }
+    }
+    return 0;
+}
+
 static void op_get_shard_iterator(mock_server *srv, const cJSON *in, mock_resp *r)
 {
     char name[MOCK_NAME_MAX + 1], tok[MOCK_TOKEN_MAX];
@@ -450,7 +541,7 @@ static void op_get_shard_iterator(mock_server *srv, const cJSON *in, mock_resp *
     const mock_stream *s;
     const mock_shard *sh;
     mock_token t = {0};
-    int ti = -1, ix;
+    int ti, ix;
 
     if (stream_name(in, name, r))
         return;
@@ -462,42 +553,8 @@ static void op_get_shard_iterator(mock_server *srv, const cJSON *in, mock_resp *
         not_null(r, "shardIteratorType");
         return;
     }
-    for (int i = 0; i < (int)K2P_ARRAY_LEN(iter_types); i++) {
-        if (!strcmp(type, iter_types[i]))
-            ti = i;
-    }
-    if (ti < 0) {
-        api_error(r, 400, "ValidationException",
-                  "1 validation error detected: Value '%.64s' at 'shardIteratorType' failed to "
-                  "satisfy constraint: Member must satisfy enum value set: "
-                  "[AFTER_SEQUENCE_NUMBER, LATEST, AT_TIMESTAMP, TRIM_HORIZON, "
-                  "AT_SEQUENCE_NUMBER]",
-                  type);
+    if ((ti = mock_api_iter_type(type, seq, ts, "shardIteratorType", r)) < 0)
         return;
-    }
-    if (seq && ti <= 2) {
-        api_error(r, 400, "InvalidArgumentException",
-                  "Must either specify (1) AT_SEQUENCE_NUMBER or AFTER_SEQUENCE_NUMBER and "
-                  "StartingSequenceNumber or (2) TRIM_HORIZON or LATEST and no "
-                  "StartingSequenceNumber. Request specified %s and also a "
-                  "StartingSequenceNumber.",
-                  type);
-        return;
-    }
-    if (!seq && ti >= 3) {
-        api_error(r, 400, "InvalidArgumentException",
-                  "Must either specify (1) AT_SEQUENCE_NUMBER or AFTER_SEQUENCE_NUMBER and "
-                  "StartingSequenceNumber or (2) TRIM_HORIZON or LATEST and no "
-                  "StartingSequenceNumber. Request specified %s and no StartingSequenceNumber.",
-                  type);
-        return;
-    }
-    if (ti == 2 && !cJSON_IsNumber(ts)) {
-        api_error(r, 400, "InvalidArgumentException",
-                  "Must specify timestampInMillis parameter for iterator of type AT_TIMESTAMP. "
-                  "Current request has no timestamp parameter.");
-        return;
-    }
 
     pthread_rwlock_rdlock(&srv->store.lock);
     s = mock_store_find(&srv->store, name);
@@ -507,47 +564,9 @@ static void op_get_shard_iterator(mock_server *srv, const cJSON *in, mock_resp *
         return;
     }
     sh = s->shards[ix];
-    switch (ti) {
-    case 0: /* TRIM_HORIZON: records never age out here */
-        t.pos = 0;
-        break;
-    case 1: /* LATEST */
-        t.pos = sh->n;
-        break;
-    case 2: { /* AT_TIMESTAMP: first record whose arrival (ms) >= the timestamp (any precision) */
-        int64_t us = llround(ts->valuedouble * 1e6);
-        t.pos = mock_shard_seek_time(sh, (us + 999) / 1000);
-        break;
-    }
-    default: {
-        mock_seq_info si;
-        if (mock_seq_parse(seq, strlen(seq), &si) || si.create_s != sh->create_ms / 1000 ||
-            si.shard_ix != sh->ix) {
-            pthread_rwlock_unlock(&srv->store.lock);
-            if (!mock_seq_parse(seq, strlen(seq), &si) && si.shard_ix != sh->ix)
-                api_error(r, 400, "InvalidArgumentException",
-                          "Invalid StartingSequenceNumber. It encodes shardId-%012u, while it was "
-                          "used in a call to a shard with %s",
-                          (unsigned)si.shard_ix, sh->id);
-            else
-                api_error(r, 400, "InvalidArgumentException",
-                          "StartingSequenceNumber %.140s used in GetShardIterator on shard %s in "
-                          "stream %s under account " MOCK_ACCOUNT
-                          " is invalid because it did not come from this stream.",
-                          seq, sh->id, name);
-            return;
-        }
-        /* Record at position p has index p + 1. */
-        if (si.index == MOCK_SEQ_INDEX_END)
-            t.pos = sh->n;
-        else if (ti == 3)
-            t.pos = si.index ? si.index - 1 : 0;
-        else
-            t.pos = si.index;
-        if (t.pos > sh->n)
-            t.pos = sh->n;
-        break;
-    }
+    if (mock_api_seek(sh, ti, seq, ts, name, &t.pos, r)) {
+        pthread_rwlock_unlock(&srv->store.lock);
+        return;
     }
     t.kind = 'I';
     t.gen = s->gen;
@@ -591,7 +610,7 @@ static void limits_charge(mock_shard *sh, int64_t now_ns, size_t bytes)
     pthread_mutex_unlock(&sh->lim_lock);
 }
 
-static void maybe_reshard(mock_server *srv, const mock_fault_cfg *cfg, uint64_t served)
+void mock_api_maybe_reshard(mock_server *srv, const mock_fault_cfg *cfg, uint64_t served)
 {
     int expected = 0;
     k2p_err err = {0};
@@ -706,24 +725,7 @@ static void op_get_records(mock_server *srv, const mock_fault_cfg *cfg, const cJ
         rc |= k2p_buf_printf(b, ",\"NextShardIterator\":\"%s\"", tok);
     } else {
         /* The end of a closed shard: no NextShardIterator, and its children (as AWS). */
-        bool first = true;
-        rc |= k2p_buf_puts(b, ",\"ChildShards\":[");
-        for (size_t i = 0; i < s->n_shards; i++) {
-            const mock_shard *c = s->shards[i];
-            if (c->parent != (int32_t)sh->ix && c->adjacent != (int32_t)sh->ix)
-                continue;
-            rc |= k2p_buf_printf(b, "%s{\"ShardId\":\"%s\",\"ParentShards\":[\"%s\"",
-                                 first ? "" : ",", c->id, s->shards[c->parent]->id);
-            if (c->adjacent >= 0)
-                rc |= k2p_buf_printf(b, ",\"%s\"", s->shards[c->adjacent]->id);
-            rc |= k2p_buf_puts(b, "],\"HashKeyRange\":{\"StartingHashKey\":");
-            rc |= put_u128(b, c->hash_lo);
-            rc |= k2p_buf_puts(b, ",\"EndingHashKey\":");
-            rc |= put_u128(b, c->hash_hi);
-            rc |= k2p_buf_puts(b, "}}");
-            first = false;
-        }
-        rc |= k2p_buf_putc(b, ']');
+        rc |= mock_api_put_children(b, s, sh);
     }
     rc |= k2p_buf_putc(b, '}');
     if (cfg->limits)
@@ -738,7 +740,30 @@ static void op_get_records(mock_server *srv, const mock_fault_cfg *cfg, const cJ
         (end - pos);
     mock_stat_add(&srv->ctl.stats.bytes_served, data_bytes);
     if (end > pos)
-        maybe_reshard(srv, cfg, served);
+        mock_api_maybe_reshard(srv, cfg, served);
+}
+
+int mock_api_put_children(k2p_buf *b, const mock_stream *s, const mock_shard *sh)
+{
+    bool first = true;
+    int rc = k2p_buf_puts(b, ",\"ChildShards\":[");
+    for (size_t i = 0; i < s->n_shards; i++) {
+        const mock_shard *c = s->shards[i];
+        if (c->parent != (int32_t)sh->ix && c->adjacent != (int32_t)sh->ix)
+            continue;
+        rc |= k2p_buf_printf(b, "%s{\"ShardId\":\"%s\",\"ParentShards\":[\"%s\"", first ? "" : ",",
+                             c->id, s->shards[c->parent]->id);
+        if (c->adjacent >= 0)
+            rc |= k2p_buf_printf(b, ",\"%s\"", s->shards[c->adjacent]->id);
+        rc |= k2p_buf_puts(b, "],\"HashKeyRange\":{\"StartingHashKey\":");
+        rc |= put_u128(b, c->hash_lo);
+        rc |= k2p_buf_puts(b, ",\"EndingHashKey\":");
+        rc |= put_u128(b, c->hash_hi);
+        rc |= k2p_buf_puts(b, "}}");
+        first = false;
+    }
+    rc |= k2p_buf_putc(b, ']');
+    return rc;
 }
 
 /* ---- writing ------------------------------------------------------------------------------ */
@@ -1189,10 +1214,26 @@ void mock_api_handle(void *ud, const mock_req *q, mock_resp *r)
     case MOCK_OP_MERGE_SHARDS:
         op_merge_shards(srv, in, r);
         break;
+    case MOCK_OP_REGISTER_STREAM_CONSUMER:
+        mock_efo_register(srv, &cfg, in, r);
+        break;
+    case MOCK_OP_DESCRIBE_STREAM_CONSUMER:
+        mock_efo_describe(srv, &cfg, in, r);
+        break;
+    case MOCK_OP_LIST_STREAM_CONSUMERS:
+        mock_efo_list(srv, &cfg, in, r);
+        break;
+    case MOCK_OP_DEREGISTER_STREAM_CONSUMER:
+        mock_efo_deregister(srv, &cfg, in, r);
+        break;
+    case MOCK_OP_SUBSCRIBE_TO_SHARD:
+        /* A drawn truncate cuts the event stream, not the HTTP answer. */
+        mock_efo_subscribe(srv, &cfg, q, in, fault == MOCK_F_TRUNCATE, r);
+        break;
     default:
         break;
     }
-    if (fault == MOCK_F_TRUNCATE)
+    if (fault == MOCK_F_TRUNCATE && op != MOCK_OP_SUBSCRIBE_TO_SHARD)
         r->action = MOCK_ACT_TRUNCATE;
 done:
     cJSON_Delete(in);

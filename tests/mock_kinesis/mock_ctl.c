@@ -15,9 +15,23 @@
 #include <string.h>
 
 static const char *const op_names[MOCK_OP_COUNT] = {
-    "CreateStream", "DeleteStream", "DescribeStream",   "DescribeStreamSummary",
-    "ListStreams",  "ListShards",   "GetShardIterator", "GetRecords",
-    "PutRecord",    "PutRecords",   "SplitShard",       "MergeShards",
+    "CreateStream",
+    "DeleteStream",
+    "DescribeStream",
+    "DescribeStreamSummary",
+    "ListStreams",
+    "ListShards",
+    "GetShardIterator",
+    "GetRecords",
+    "PutRecord",
+    "PutRecords",
+    "SplitShard",
+    "MergeShards",
+    "RegisterStreamConsumer",
+    "DescribeStreamConsumer",
+    "ListStreamConsumers",
+    "DeregisterStreamConsumer",
+    "SubscribeToShard",
     "Unknown",
 };
 
@@ -25,8 +39,8 @@ static const char *const ratio_keys[MOCK_F_DRAWN] = {"throttle", "error500", "re
                                                      "expire"};
 
 static const char *const stat_fault_names[MOCK_S_COUNT] = {
-    "throttle", "error500",    "reset",       "truncate",     "expire",
-    "put_fail", "limit_calls", "limit_bytes", "iterator_ttl", "latency",
+    "throttle",    "error500",    "reset",        "truncate", "expire",    "put_fail",
+    "limit_calls", "limit_bytes", "iterator_ttl", "latency",  "sub_reset", "sub_error",
 };
 
 #define ALL_OPS ((1u << MOCK_OP_COUNT) - 1)
@@ -50,6 +64,8 @@ static void cfg_defaults(mock_fault_cfg *cfg)
     memset(cfg, 0, sizeof *cfg);
     cfg->iterator_ttl_ms = 300000;
     cfg->ops_mask = ALL_OPS;
+    cfg->subscription_ms = 300000;
+    cfg->takeover_ms = 5000;
 }
 
 int mock_ctl_init(mock_ctl *c, uint64_t seed)
@@ -212,6 +228,20 @@ static int cfg_set(mock_fault_cfg *cfg, ctl_effects *fx, const char *key, const 
     }
     if (!strcmp(key, "put_fail"))
         return parse_ratio(key, v, &cfg->put_fail, err);
+    if (!strcmp(key, "sub_reset") || !strcmp(key, "sub_error")) {
+        double *dst = !strcmp(key, "sub_reset") ? &cfg->sub_reset : &cfg->sub_error;
+        if ((rc = parse_ratio(key, v, dst, err)))
+            return rc;
+        if (cfg->sub_reset + cfg->sub_error > 1.0 + 1e-9)
+            return k2p_err_set(err, K2P_EINVAL, "sub_reset + sub_error must not exceed 1");
+        return 0;
+    }
+    if (!strcmp(key, "subscription_ms"))
+        return parse_int(key, v, 1, &cfg->subscription_ms, err);
+    if (!strcmp(key, "consumer_delay_ms"))
+        return parse_int(key, v, 0, &cfg->consumer_delay_ms, err);
+    if (!strcmp(key, "takeover_ms"))
+        return parse_int(key, v, 0, &cfg->takeover_ms, err);
     if (!strcmp(key, "latency_ms"))
         return parse_int(key, v, 0, &cfg->latency_ms, err);
     if (!strcmp(key, "iterator_ttl_ms"))
@@ -289,6 +319,10 @@ static void reset_stats(mock_stats *s)
     atomic_store_explicit(&s->reshards, 0, memory_order_relaxed);
     atomic_store_explicit(&s->reshard_failures, 0, memory_order_relaxed);
     atomic_store_explicit(&s->conns_accepted, 0, memory_order_relaxed);
+    atomic_store_explicit(&s->subs_started, 0, memory_order_relaxed);
+    atomic_store_explicit(&s->sub_events, 0, memory_order_relaxed);
+    atomic_store_explicit(&s->sub_in_use, 0, memory_order_relaxed);
+    atomic_store_explicit(&s->sub_takeovers, 0, memory_order_relaxed);
 }
 
 static void commit(mock_ctl *c, const mock_fault_cfg *cfg, const ctl_effects *fx)
@@ -468,7 +502,11 @@ int mock_ctl_config_json(mock_ctl *c, k2p_buf *out)
         rc |= k2p_buf_printf(out, "\"%s,%s\"", cfg.merge_a, cfg.merge_b);
     else
         rc |= k2p_buf_puts(out, "null");
-    rc |= k2p_buf_putc(out, '}');
+    rc |= k2p_buf_printf(out,
+                         ",\"subscription_ms\":%lld,\"consumer_delay_ms\":%lld,"
+                         "\"takeover_ms\":%lld,\"sub_reset\":%g,\"sub_error\":%g}",
+                         (long long)cfg.subscription_ms, (long long)cfg.consumer_delay_ms,
+                         (long long)cfg.takeover_ms, cfg.sub_reset, cfg.sub_error);
     return rc ? K2P_ENOMEM : 0;
 }
 
@@ -492,12 +530,18 @@ int mock_ctl_stats_json(mock_ctl *c, k2p_buf *out)
         "},\"http_requests\":%llu,\"status_4xx\":%llu,\"status_5xx\":%llu,"
         "\"records_served\":%llu,\"bytes_served\":%llu,\"records_put\":%llu,"
         "\"reshards\":%llu,\"reshard_failures\":%llu,"
-        "\"connections\":{\"accepted\":%llu,\"open\":%lld}}",
+        "\"connections\":{\"accepted\":%llu,\"open\":%lld},"
+        "\"subscriptions\":{\"started\":%llu,\"open\":%lld,\"events\":%llu,\"in_use\":%llu,"
+        "\"takeovers\":%llu}}",
         (unsigned long long)ld(&s->http_requests), (unsigned long long)ld(&s->status_4xx),
         (unsigned long long)ld(&s->status_5xx), (unsigned long long)ld(&s->records_served),
         (unsigned long long)ld(&s->bytes_served), (unsigned long long)ld(&s->records_put),
         (unsigned long long)ld(&s->reshards), (unsigned long long)ld(&s->reshard_failures),
         (unsigned long long)ld(&s->conns_accepted),
-        (long long)atomic_load_explicit(&s->conns_open, memory_order_relaxed));
+        (long long)atomic_load_explicit(&s->conns_open, memory_order_relaxed),
+        (unsigned long long)ld(&s->subs_started),
+        (long long)atomic_load_explicit(&s->subs_open, memory_order_relaxed),
+        (unsigned long long)ld(&s->sub_events), (unsigned long long)ld(&s->sub_in_use),
+        (unsigned long long)ld(&s->sub_takeovers));
     return rc ? K2P_ENOMEM : 0;
 }

@@ -33,6 +33,11 @@ typedef enum mock_op {
     MOCK_OP_PUT_RECORDS,
     MOCK_OP_SPLIT_SHARD,
     MOCK_OP_MERGE_SHARDS,
+    MOCK_OP_REGISTER_STREAM_CONSUMER,
+    MOCK_OP_DESCRIBE_STREAM_CONSUMER,
+    MOCK_OP_LIST_STREAM_CONSUMERS,
+    MOCK_OP_DEREGISTER_STREAM_CONSUMER,
+    MOCK_OP_SUBSCRIBE_TO_SHARD,
     MOCK_OP_UNKNOWN,
     MOCK_OP_COUNT
 } mock_op;
@@ -65,6 +70,8 @@ typedef enum mock_stat_fault {
     MOCK_S_LIMIT_BYTES,  /* --limits: more than 2 MB/s read from a shard */
     MOCK_S_ITERATOR_TTL, /* iterators older than iterator_ttl_ms */
     MOCK_S_LATENCY,      /* responses delayed by latency_ms */
+    MOCK_S_SUB_RESET,    /* subscriptions whose connection was reset after an event */
+    MOCK_S_SUB_ERROR,    /* subscriptions ended by an `error` message (InternalFailure) */
     MOCK_S_COUNT
 } mock_stat_fault;
 
@@ -81,6 +88,15 @@ typedef struct mock_fault_cfg {
     char split_shard[32];
     char split_hash[40]; /* "" = middle of the shard's range */
     char merge_a[32], merge_b[32];
+    /* Enhanced fan-out. */
+    int64_t subscription_ms;   /* a subscription ends after this (AWS: 300000) */
+    int64_t consumer_delay_ms; /* consumers stay CREATING / DELETING this long (default 0) */
+    int64_t takeover_ms;       /* a new subscription takes over an active one of the same
+                                  consumer and shard only after this (AWS: 5000); before, it
+                                  gets ResourceInUseException */
+    double sub_reset;          /* per SubscribeToShardEvent: reset the connection after it */
+    double sub_error;          /* per SubscribeToShardEvent: send an `error` message instead
+                                  and end the stream */
 } mock_fault_cfg;
 
 typedef struct mock_stats {
@@ -91,6 +107,8 @@ typedef struct mock_stats {
     atomic_uint_least64_t reshards, reshard_failures;
     atomic_uint_least64_t conns_accepted;
     atomic_int_least64_t conns_open; /* a gauge: never reset */
+    atomic_uint_least64_t subs_started, sub_events, sub_in_use, sub_takeovers;
+    atomic_int_least64_t subs_open; /* a gauge: never reset */
 } mock_stats;
 
 typedef struct mock_ctl {
@@ -109,7 +127,8 @@ void mock_ctl_deinit(mock_ctl *c);
 /* Sets one knob from its text form. Keys: throttle, error500, reset, truncate, expire,
  * put_fail (0..1), latency_ms, iterator_ttl_ms, limits (0/1/true/false), fault_ops
  * (comma-separated operation names, or "all"), seed, reshard_at, reshard_stream, split
- * (SHARD or SHARD:HASHKEY), merge (SHARD,SHARD), reset_stats, clear (all faults off).
+ * (SHARD or SHARD:HASHKEY), merge (SHARD,SHARD), subscription_ms, consumer_delay_ms,
+ * takeover_ms, sub_reset, sub_error (0..1), reset_stats, clear (all faults off).
  * 0 or K2P_EINVAL (message in err, nothing changed). */
 int mock_ctl_set(mock_ctl *c, const char *key, const char *value, k2p_err *err);
 

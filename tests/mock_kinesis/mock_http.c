@@ -6,6 +6,8 @@
  */
 #include "mock_http.h"
 
+#include "mock_h2.h"
+
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -43,7 +45,10 @@ typedef struct conn {
     int64_t due_ns;
     bool peer_eof;
     bool sent_continue;
-    uint32_t events; /* current epoll interest */
+    uint32_t events;  /* current epoll interest */
+    bool proto_known; /* HTTP/1.1 or HTTP/2 decided (from the first bytes) */
+    mock_h2 *h2;      /* HTTP/2 connections: everything goes through it */
+    int64_t tick_ns;  /* HTTP/2 with push streams: next tick */
 } conn;
 
 struct worker {
@@ -53,6 +58,7 @@ struct worker {
     bool running;
     conn *conns;
     size_t n_delayed;
+    size_t n_h2; /* HTTP/2 connections (they may need ticks) */
     uint64_t next_id;
     int index;
 };
@@ -98,6 +104,10 @@ static void conn_close(worker *w, conn *c, bool reset)
     close(c->fd);
     if (c->delayed)
         w->n_delayed--;
+    if (c->h2) {
+        mock_h2_free(c->h2);
+        w->n_h2--;
+    }
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -431,11 +441,81 @@ static void conn_bad(worker *w, conn *c, int status)
     conn_answer(w, c, &r);
 }
 
+static int64_t tick_ns(const mock_http *h)
+{
+    return (int64_t)(h->o.tick_ms > 0 ? h->o.tick_ms : 5) * 1000000;
+}
+
+/* An HTTP/2 connection: hands what was read to nghttp2, writes what it has. May free c. */
+static void h2_progress(worker *w, conn *c)
+{
+    int f;
+    if (c->in.len) {
+        int rc = mock_h2_recv(c->h2, (const uint8_t *)c->in.data, c->in.len);
+        k2p_buf_reset(&c->in);
+        if (c->in.cap > BODY_KEEP)
+            k2p_buf_deinit(&c->in);
+        c->in_off = 0;
+        if (rc) {
+            mock_h2_flush(c->h2, c->fd); /* the GOAWAY, if it fits */
+            conn_close(w, c, false);
+            return;
+        }
+    }
+    f = mock_h2_flush(c->h2, c->fd);
+    if (mock_h2_want_reset(c->h2)) {
+        conn_close(w, c, true);
+        return;
+    }
+    if (f < 0 || c->peer_eof || (f == 1 && mock_h2_done(c->h2))) {
+        conn_close(w, c, false);
+        return;
+    }
+    set_interest(w, c, EPOLLIN | (f == 0 ? EPOLLOUT : 0));
+    if (!mock_h2_pushing(c->h2))
+        c->tick_ns = 0;
+    else if (!c->tick_ns)
+        c->tick_ns = mono_ns(); /* the first tick at once */
+}
+
+/* The first bytes of a connection: the HTTP/2 preface switches it to mock_h2. True when the
+ * connection is (now) HTTP/2 or needs more bytes to tell. */
+static bool detect_h2(worker *w, conn *c)
+{
+    static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    size_t avail = c->in.len, m = avail < 24 ? avail : 24;
+    if (c->proto_known || avail == 0)
+        return false;
+    if (memcmp(c->in.data, preface, m) != 0) {
+        c->proto_known = true;
+        return false;
+    }
+    if (avail < 24) {
+        set_interest(w, c, EPOLLIN);
+        return true;
+    }
+    c->proto_known = true;
+    c->h2 = mock_h2_new(w->h->o.handler, w->h->o.ud, c->id);
+    if (!c->h2) {
+        conn_close(w, c, true);
+        return true;
+    }
+    w->n_h2++;
+    h2_progress(w, c);
+    return true;
+}
+
 /* Moves the connection forward: writes, then parses and handles requests, until it would
  * block. May free c. */
 static void conn_progress(worker *w, conn *c)
 {
     mock_http *h = w->h;
+    if (c->h2) {
+        h2_progress(w, c);
+        return;
+    }
+    if (detect_h2(w, c))
+        return;
     for (;;) {
         parsed p;
         mock_resp r;
@@ -525,13 +605,17 @@ static void conn_progress(worker *w, conn *c)
 static int next_timeout_ms(worker *w)
 {
     int64_t now, best = INT64_MAX;
-    if (!w->n_delayed)
+    if (!w->n_delayed && !w->n_h2)
         return -1;
     now = mono_ns();
     for (conn *c = w->conns; c; c = c->next) {
         if (c->delayed && c->due_ns < best)
             best = c->due_ns;
+        if (c->h2 && c->tick_ns && c->tick_ns < best)
+            best = c->tick_ns;
     }
+    if (best == INT64_MAX)
+        return -1;
     if (best <= now)
         return 0;
     return (int)((best - now + 999999) / 1000000);
@@ -541,11 +625,17 @@ static void fire_delayed(worker *w)
 {
     int64_t now;
     conn *c, *next;
-    if (!w->n_delayed)
+    if (!w->n_delayed && !w->n_h2)
         return;
     now = mono_ns();
     for (c = w->conns; c; c = next) {
         next = c->next; /* conn_progress may free c, never another connection */
+        if (c->h2 && c->tick_ns && c->tick_ns <= now) {
+            c->tick_ns = now + tick_ns(w->h);
+            mock_h2_tick(c->h2, now);
+            h2_progress(w, c);
+            continue;
+        }
         if (c->delayed && c->due_ns <= now) {
             c->delayed = false;
             w->n_delayed--;

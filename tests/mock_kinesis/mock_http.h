@@ -1,5 +1,8 @@
 /* mock_http.h - the HTTP/1.1 server under mock_kinesis: loopback only, keep-alive,
- * Content-Length bodies, thousands of concurrent connections.
+ * Content-Length bodies, thousands of concurrent connections. A connection that opens with
+ * the HTTP/2 preface ("PRI * HTTP/2.0", cleartext with prior knowledge) is served by
+ * mock_h2.c instead: the same handler, plus long-lived event streams (mock_push) for
+ * SubscribeToShard.
  *
  * A few worker threads each run their own epoll loop; the listening socket is in every loop
  * (EPOLLEXCLUSIVE), and a connection belongs to the worker that accepted it for its whole
@@ -28,7 +31,24 @@ typedef struct mock_req {
     size_t method_len, path_len, query_len, target_len;
     const char *body;
     size_t body_len;
+    bool http2; /* the request came over HTTP/2 */
 } mock_req;
+
+/* An answer that keeps streaming (HTTP/2 only): after the headers and the initial body, the
+ * connection's worker calls tick every tick_ms while the stream is open and everything it
+ * produced before has been handed to the socket layer (back-pressure). */
+typedef enum mock_push_rc {
+    MOCK_PUSH_MORE,       /* go on */
+    MOCK_PUSH_END,        /* end the stream once `out` is sent (END_STREAM) */
+    MOCK_PUSH_RESET_CONN, /* close the whole connection with RST at once */
+} mock_push_rc;
+
+typedef struct mock_push_ops {
+    /* Appends bytes to out. Worker thread of the connection. */
+    mock_push_rc (*tick)(void *push, k2p_buf *out, int64_t now_ns);
+    /* The stream is over (ended, reset by the client, connection closed). Frees push. */
+    void (*free)(void *push);
+} mock_push_ops;
 
 typedef enum mock_action {
     MOCK_ACT_SEND,     /* the whole answer */
@@ -42,7 +62,12 @@ typedef struct mock_resp {
     const char *error_type;   /* x-amzn-ErrorType header, or NULL */
     k2p_buf *body;            /* empty on entry; owned by the connection */
     mock_action action;
-    int64_t delay_ms; /* hold the answer back this long (the worker keeps serving others) */
+    int64_t delay_ms; /* hold the answer back this long (the worker keeps serving others);
+                         HTTP/1.1 only */
+    /* HTTP/2 only: set by the handler to stream; status 200, body = the first bytes. The
+     * connection owns push from then on (push_ops->free). */
+    const mock_push_ops *push_ops;
+    void *push;
 } mock_resp;
 
 /* Called on a worker thread for each complete request. `req` points into the connection's
@@ -55,6 +80,7 @@ typedef struct mock_http_opts {
     mock_handler handler;
     void *ud;
     mock_stats *stats; /* connections accepted/open are counted here; may be NULL */
+    int tick_ms;       /* mock_push tick period; 0: 5 */
 } mock_http_opts;
 
 typedef struct mock_http mock_http;

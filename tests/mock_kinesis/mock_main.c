@@ -61,12 +61,20 @@ static void usage(FILE *f)
         "  --reshard-split SHARD[:HASHKEY]   ... split SHARD (default: in the middle), or\n"
         "  --reshard-merge A,B      ... merge shards A and B\n"
         "  --reshard-stream NAME    stream to reshard (default: the first one)\n"
+        "Enhanced fan-out (SubscribeToShard over HTTP/2 cleartext, prior knowledge):\n"
+        "  --subscription-ms MS     a subscription ends after MS (default 300000, as AWS)\n"
+        "  --consumer-delay-ms MS   consumers stay CREATING/DELETING for MS (default 0)\n"
+        "  --takeover-ms MS         a second subscription of a consumer to a shard gets\n"
+        "                           ResourceInUseException for MS, then takes over (5000)\n"
+        "  --sub-reset P            reset the connection instead of this share of events\n"
+        "  --sub-error P            end the stream with an error message instead\n"
+        "  --efo-poll-ms MS         how often a subscription looks for new records (5)\n"
         "  --help\n",
         f);
 }
 
 typedef struct main_opts {
-    int port, threads;
+    int port, threads, poll_ms;
     bool stdin_watch, log_requests;
     uint64_t seed;
     mock_preload_opts pre;
@@ -85,6 +93,7 @@ enum {
     O_P_KIND,
     O_P_SPAN,
     O_DUMP,
+    O_POLL,
     O_CTL, /* every option from here maps to a mock_ctl_set key */
 };
 
@@ -107,6 +116,11 @@ static const struct {
     {"reshard-split", "split", required_argument},
     {"reshard-merge", "merge", required_argument},
     {"reshard-stream", "reshard_stream", required_argument},
+    {"subscription-ms", "subscription_ms", required_argument},
+    {"consumer-delay-ms", "consumer_delay_ms", required_argument},
+    {"takeover-ms", "takeover_ms", required_argument},
+    {"sub-reset", "sub_reset", required_argument},
+    {"sub-error", "sub_error", required_argument},
 };
 
 static int num_opt(const char *flag, const char *v, int64_t min, int64_t max, int64_t *out)
@@ -142,6 +156,7 @@ static int parse_args(int argc, char **argv, main_opts *o, mock_ctl *ctl)
         {"preload-kind", required_argument, NULL, O_P_KIND},
         {"preload-span-ms", required_argument, NULL, O_P_SPAN},
         {"dump-jsonl", required_argument, NULL, O_DUMP},
+        {"efo-poll-ms", required_argument, NULL, O_POLL},
         {"help", no_argument, NULL, 'h'},
     };
     for (size_t i = 0; i < K2P_ARRAY_LEN(base); i++)
@@ -209,6 +224,11 @@ static int parse_args(int argc, char **argv, main_opts *o, mock_ctl *ctl)
             break;
         case O_DUMP:
             o->pre.dump_path = optarg;
+            break;
+        case O_POLL:
+            if (num_opt("efo-poll-ms", optarg, 1, 10000, &v))
+                return -1;
+            o->poll_ms = (int)v;
             break;
         default:
             if (c >= O_CTL && c < O_CTL + (int)K2P_ARRAY_LEN(ctl_opts)) {
@@ -306,7 +326,7 @@ int main(int argc, char **argv)
         perror("mock_kinesis: signalfd");
         return 1;
     }
-    if (mock_ctl_init(&srv.ctl, 1) || mock_store_init(&srv.store, 1)) {
+    if (mock_ctl_init(&srv.ctl, 1) || mock_store_init(&srv.store, 1) || mock_efo_init(&srv)) {
         fprintf(stderr, "mock_kinesis: out of memory\n");
         return 1;
     }
@@ -335,6 +355,7 @@ int main(int argc, char **argv)
     ho.handler = mock_api_handle;
     ho.ud = &srv;
     ho.stats = &srv.ctl.stats;
+    ho.tick_ms = o.poll_ms;
     http = mock_http_new(&ho, &err);
     if (!http || mock_http_start(http, &err)) {
         fprintf(stderr, "mock_kinesis: %s\n", err.msg);
@@ -352,6 +373,7 @@ out:
         fprintf(stderr, "mock_kinesis: event=exit records_served=%llu\n",
                 (unsigned long long)atomic_load(&srv.ctl.stats.records_served));
     mock_store_deinit(&srv.store);
+    mock_efo_deinit(&srv);
     mock_ctl_deinit(&srv.ctl);
     close(sfd);
     return status;

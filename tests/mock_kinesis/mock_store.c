@@ -170,6 +170,98 @@ void mock_shard_end_seq(const mock_shard *sh, char out[MOCK_SEQ_LEN + 1])
     mock_seq_format(sh, MOCK_SEQ_INDEX_END, sh->close_ms, out);
 }
 
+/* ---- consumers ---------------------------------------------------------------------------- */
+
+mock_consumer_state mock_consumer_status(const mock_consumer *c, int64_t now_ms, int64_t delay_ms)
+{
+    if (c->delete_ms)
+        return now_ms >= c->delete_ms + delay_ms ? MOCK_CONSUMER_GONE : MOCK_CONSUMER_DELETING;
+    return now_ms >= c->create_ms + delay_ms ? MOCK_CONSUMER_ACTIVE : MOCK_CONSUMER_CREATING;
+}
+
+const char *mock_consumer_state_name(mock_consumer_state st)
+{
+    static const char *const names[] = {"CREATING", "ACTIVE", "DELETING", "GONE"};
+    return names[st];
+}
+
+void mock_stream_purge_consumers(mock_stream *s, int64_t now_ms, int64_t delay_ms)
+{
+    size_t j = 0;
+    for (size_t i = 0; i < s->n_consumers; i++) {
+        if (mock_consumer_status(&s->consumers[i], now_ms, delay_ms) != MOCK_CONSUMER_GONE)
+            s->consumers[j++] = s->consumers[i];
+    }
+    s->n_consumers = j;
+}
+
+mock_consumer *mock_stream_find_consumer(mock_stream *s, const char *name, int64_t now_ms,
+                                         int64_t delay_ms)
+{
+    for (size_t i = 0; i < s->n_consumers; i++) {
+        mock_consumer *c = &s->consumers[i];
+        if (strcmp(c->name, name) == 0 &&
+            mock_consumer_status(c, now_ms, delay_ms) != MOCK_CONSUMER_GONE)
+            return c;
+    }
+    return NULL;
+}
+
+int mock_stream_add_consumer(mock_stream *s, const char *name, int64_t now_ms, int64_t delay_ms,
+                             mock_consumer **out)
+{
+    mock_consumer *c;
+    mock_stream_purge_consumers(s, now_ms, delay_ms);
+    if (mock_stream_find_consumer(s, name, now_ms, delay_ms))
+        return K2P_EINUSE;
+    if (s->n_consumers == MOCK_CONSUMERS_MAX)
+        return K2P_ENOMEM;
+    c = &s->consumers[s->n_consumers++];
+    memset(c, 0, sizeof *c);
+    snprintf(c->name, sizeof c->name, "%s", name);
+    c->create_ms = now_ms;
+    /* ARNs end in the creation second; a consumer registered again gets a new ARN. */
+    c->arn_ts = K2P_MAX(now_ms / 1000, s->last_arn_ts + 1);
+    s->last_arn_ts = c->arn_ts;
+    *out = c;
+    return 0;
+}
+
+void mock_consumer_arn(const mock_stream *s, const mock_consumer *c, char *out, size_t cap)
+{
+    snprintf(out, cap,
+             "arn:aws:kinesis:" MOCK_REGION ":" MOCK_ACCOUNT ":stream/%s/consumer/%s:%lld", s->name,
+             c->name, (long long)c->arn_ts);
+}
+
+int mock_consumer_arn_parse(const char *arn, char stream[MOCK_NAME_MAX + 1],
+                            char consumer[MOCK_NAME_MAX + 1], int64_t *ts)
+{
+    const char *st = strstr(arn, ":stream/"), *cn, *colon;
+    size_t sl, cl;
+    if (!st)
+        return K2P_EINVAL;
+    st += 8;
+    cn = strstr(st, "/consumer/");
+    if (!cn)
+        return K2P_EINVAL;
+    sl = (size_t)(cn - st);
+    cn += 10;
+    colon = strrchr(cn, ':');
+    if (!colon || colon == cn || !colon[1])
+        return K2P_EINVAL;
+    cl = (size_t)(colon - cn);
+    if (sl == 0 || sl > MOCK_NAME_MAX || cl > MOCK_NAME_MAX)
+        return K2P_EINVAL;
+    if (k2p_parse_i64(colon + 1, ts) || *ts < 0)
+        return K2P_EINVAL;
+    memcpy(stream, st, sl);
+    stream[sl] = '\0';
+    memcpy(consumer, cn, cl);
+    consumer[cl] = '\0';
+    return mock_stream_name_valid(stream) && mock_stream_name_valid(consumer) ? 0 : K2P_EINVAL;
+}
+
 /* ---- store -------------------------------------------------------------------------------- */
 
 int mock_store_init(mock_store *st, uint64_t seed)

@@ -63,6 +63,18 @@ typedef struct mock_shard {
     int64_t read_free_ns; /* reads allowed again from this time (2 MB/s debt) */
 } mock_shard;
 
+/* A registered stream consumer (enhanced fan-out). Its status is a function of time:
+ * CREATING until create_ms + the consumer delay, then ACTIVE; DELETING from delete_ms for the
+ * delay, then gone (mock_consumer_status). */
+typedef struct mock_consumer {
+    char name[MOCK_NAME_MAX + 1];
+    int64_t create_ms;
+    int64_t delete_ms; /* 0 unless deregistered */
+    int64_t arn_ts;    /* the ":<seconds>" that ends its ARN; unique per stream */
+} mock_consumer;
+
+#define MOCK_CONSUMERS_MAX 20 /* per stream, like AWS */
+
 typedef struct mock_stream {
     char name[MOCK_NAME_MAX + 1];
     uint64_t gen; /* unique per CreateStream: tokens of a deleted stream stay invalid */
@@ -73,7 +85,10 @@ typedef struct mock_stream {
     char **blocks;
     size_t n_blocks, cap_blocks;
     size_t last_used, last_cap;
-    k2p_buf scratch; /* fragment under construction; @locks write */
+    k2p_buf scratch;                             /* fragment under construction; @locks write */
+    mock_consumer consumers[MOCK_CONSUMERS_MAX]; /* @locks store lock; in creation order */
+    size_t n_consumers;
+    int64_t last_arn_ts;
 } mock_stream;
 
 typedef struct mock_store {
@@ -135,6 +150,39 @@ int mock_stream_merge(mock_stream *s, int a, int b, int64_t now_ms, k2p_err *err
 
 /* First record position whose arrival is >= ts_ms (n when none). @locks read. */
 size_t mock_shard_seek_time(const mock_shard *sh, int64_t ts_ms);
+
+/* ---- consumers ---------------------------------------------------------------------------- */
+
+typedef enum mock_consumer_state {
+    MOCK_CONSUMER_CREATING,
+    MOCK_CONSUMER_ACTIVE,
+    MOCK_CONSUMER_DELETING,
+    MOCK_CONSUMER_GONE,
+} mock_consumer_state;
+
+/* The state of c at now_ms, consumers taking delay_ms to be created or deleted. Pure. */
+mock_consumer_state mock_consumer_status(const mock_consumer *c, int64_t now_ms, int64_t delay_ms);
+/* "CREATING", "ACTIVE", "DELETING" (and "GONE"). */
+const char *mock_consumer_state_name(mock_consumer_state st);
+
+/* Drops the consumers that are gone at now_ms. @locks write. */
+void mock_stream_purge_consumers(mock_stream *s, int64_t now_ms, int64_t delay_ms);
+
+/* The consumer named `name` that is not gone at now_ms, or NULL. @locks read. */
+mock_consumer *mock_stream_find_consumer(mock_stream *s, const char *name, int64_t now_ms,
+                                         int64_t delay_ms);
+
+/* Registers consumer `name` (purging gone ones first). 0, K2P_EINUSE (a live one of that
+ * name) or K2P_ENOMEM (MOCK_CONSUMERS_MAX live ones: LimitExceededException). @locks write. */
+int mock_stream_add_consumer(mock_stream *s, const char *name, int64_t now_ms, int64_t delay_ms,
+                             mock_consumer **out);
+
+/* Writes the consumer's ARN, arn:aws:kinesis:REGION:ACCOUNT:stream/S/consumer/C:TS. */
+void mock_consumer_arn(const mock_stream *s, const mock_consumer *c, char *out, size_t cap);
+
+/* Splits a consumer ARN into stream name, consumer name and TS. 0 or K2P_EINVAL. Pure. */
+int mock_consumer_arn_parse(const char *arn, char stream[MOCK_NAME_MAX + 1],
+                            char consumer[MOCK_NAME_MAX + 1], int64_t *ts);
 
 /* ---- sequence numbers --------------------------------------------------------------------- */
 

@@ -153,6 +153,81 @@ static void test_split_merge(void **state)
     mock_store_deinit(&st);
 }
 
+/* Consumers: lifecycle by time, unique ARNs, ARN parsing, the per-stream limit. */
+static void test_consumers(void **state)
+{
+    mock_store st;
+    mock_stream *s;
+    mock_consumer *c, *d;
+    char arn[600], sn[MOCK_NAME_MAX + 1], cn[MOCK_NAME_MAX + 1];
+    int64_t ts;
+    (void)state;
+    assert_int_equal(mock_store_init(&st, 1), 0);
+    assert_int_equal(mock_store_create(&st, "efo", 1, 1000, &s), 0);
+    assert_int_equal(mock_stream_add_consumer(s, "app", 5000000, 100, &c), 0);
+    assert_int_equal(mock_consumer_status(c, 5000050, 100), MOCK_CONSUMER_CREATING);
+    assert_int_equal(mock_consumer_status(c, 5000100, 100), MOCK_CONSUMER_ACTIVE);
+    assert_string_equal(mock_consumer_state_name(MOCK_CONSUMER_ACTIVE), "ACTIVE");
+    assert_int_equal(mock_stream_add_consumer(s, "app", 5000200, 100, &d), K2P_EINUSE);
+    mock_consumer_arn(s, c, arn, sizeof arn);
+    assert_string_equal(arn, "arn:aws:kinesis:us-east-1:000000000000:stream/efo/consumer/app:5000");
+    assert_int_equal(mock_consumer_arn_parse(arn, sn, cn, &ts), 0);
+    assert_string_equal(sn, "efo");
+    assert_string_equal(cn, "app");
+    assert_int_equal(ts, 5000);
+    assert_int_equal(mock_consumer_arn_parse("arn:aws:kinesis:us-east-1:0:stream/efo", sn, cn, &ts),
+                     K2P_EINVAL);
+    assert_int_equal(mock_consumer_arn_parse("arn:x:stream/efo/consumer/app:", sn, cn, &ts),
+                     K2P_EINVAL);
+    assert_int_equal(mock_consumer_arn_parse("arn:x:stream/e fo/consumer/app:1", sn, cn, &ts),
+                     K2P_EINVAL);
+    /* Deregistered: DELETING for the delay, then gone; registered again: a new ARN. */
+    c->delete_ms = 5000300;
+    assert_int_equal(mock_consumer_status(c, 5000350, 100), MOCK_CONSUMER_DELETING);
+    assert_non_null(mock_stream_find_consumer(s, "app", 5000350, 100));
+    assert_null(mock_stream_find_consumer(s, "app", 5000400, 100));
+    assert_int_equal(mock_stream_add_consumer(s, "app", 5000400, 100, &d), 0);
+    assert_int_equal(s->n_consumers, 1);
+    assert_true(d->arn_ts > 5000);
+    for (int i = 1; i < MOCK_CONSUMERS_MAX; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "c%d", i);
+        assert_int_equal(mock_stream_add_consumer(s, name, 5000500, 0, &d), 0);
+    }
+    assert_int_equal(mock_stream_add_consumer(s, "one-too-many", 5000500, 0, &d), K2P_ENOMEM);
+    mock_store_deinit(&st);
+}
+
+static void test_ctl_efo_knobs(void **state)
+{
+    mock_ctl c;
+    mock_fault_cfg cfg;
+    k2p_err err = {0};
+    const char *q = "subscription_ms=1500&takeover_ms=0&sub_reset=0.25&consumer_delay_ms=10";
+    (void)state;
+    assert_int_equal(mock_ctl_init(&c, 1), 0);
+    mock_ctl_snapshot(&c, &cfg);
+    assert_int_equal(cfg.subscription_ms, 300000);
+    assert_int_equal(cfg.takeover_ms, 5000);
+    assert_int_equal(mock_ctl_apply_query(&c, q, strlen(q), &err), 0);
+    mock_ctl_snapshot(&c, &cfg);
+    assert_int_equal(cfg.subscription_ms, 1500);
+    assert_int_equal(cfg.takeover_ms, 0);
+    assert_int_equal(cfg.consumer_delay_ms, 10);
+    assert_true(cfg.sub_reset == 0.25);
+    /* sub_reset + sub_error <= 1, and the whole change is refused */
+    const char *j = "{\"sub_error\":0.8,\"takeover_ms\":9}";
+    assert_int_equal(mock_ctl_apply_json(&c, j, strlen(j), &err), K2P_EINVAL);
+    mock_ctl_snapshot(&c, &cfg);
+    assert_int_equal(cfg.takeover_ms, 0);
+    assert_int_equal(mock_ctl_set(&c, "subscription_ms", "0", &err), K2P_EINVAL);
+    assert_int_equal(mock_op_from_name("SubscribeToShard", 16), MOCK_OP_SUBSCRIBE_TO_SHARD);
+    assert_int_equal(mock_ctl_set(&c, "clear", "1", &err), 0);
+    mock_ctl_snapshot(&c, &cfg);
+    assert_int_equal(cfg.subscription_ms, 300000);
+    mock_ctl_deinit(&c);
+}
+
 static void test_tokens(void **state)
 {
     mock_store st, other;
@@ -272,6 +347,8 @@ int main(void)
         cmocka_unit_test(test_shard_ranges),
         cmocka_unit_test(test_sequence_numbers),
         cmocka_unit_test(test_split_merge),
+        cmocka_unit_test(test_consumers),
+        cmocka_unit_test(test_ctl_efo_knobs),
         cmocka_unit_test(test_tokens),
         cmocka_unit_test(test_ctl_knobs),
         cmocka_unit_test(test_ctl_rng),
