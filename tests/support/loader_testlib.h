@@ -177,7 +177,9 @@ enum {
 
 /* Loads `set` into the temp table pg_temp.k2p_expected(shard text, seq numeric, pkey text,
  * data bytea, j jsonb) on the helpers' connection; j is the payload as jsonb, or NULL when
- * PostgreSQL refuses it (invalid UTF-8, invalid JSON, \u0000). Tests may query it. */
+ * PostgreSQL refuses it (invalid UTF-8, invalid JSON, \u0000). Tests may query it, not change
+ * it: when the session's table already holds exactly this set (its comment names the set's
+ * size and a hash of every record) it is kept as it is. Sets work_mem = 256MB on the session. */
 void k2p_lt_load_expected(k2p_lt *t, const k2p_lt_set *set);
 
 /* Asserts that "schema"."table" holds exactly the records of `set` (JSON mode: those that are
