@@ -22,6 +22,7 @@
 #include "loader_internal.h"
 
 #define K2P_WRITER_MAX_WAIT_MS 100
+#define K2P_COPY_PIECE ((size_t)1 << 20)
 #define K2P_WRITER_RETRY_BUDGET_MS 120000
 
 int k2p_writer_add_shard(k2p_writer *w, k2p_shard_rt *s)
@@ -127,9 +128,11 @@ static int copy_in(k2p_writer *w, const char *sql, pending *p, size_t off, const
     for (size_t i = 0; !rc && i < p->n; i++) {
         const k2p_buf *b = (const k2p_buf *)((const char *)p->b[i] + off);
         size_t pos = 0;
-        /* PQputCopyData takes an int length: send in pieces of at most 64 MiB. */
+        /* In pieces of K2P_COPY_PIECE: libpq copies each piece into its send buffer, which
+         * grows to the largest piece and never shrinks (a whole multi-megabyte batch at once
+         * kept 8 MB per connection resident); it sends as it goes either way. */
         while (!rc && pos < b->len) {
-            size_t chunk = K2P_MIN(b->len - pos, (size_t)64 << 20);
+            size_t chunk = K2P_MIN(b->len - pos, K2P_COPY_PIECE);
             if (PQputCopyData(w->conn, b->data + pos, (int)chunk) != 1)
                 rc = K2P_ERETRY;
             pos += chunk;
@@ -169,30 +172,32 @@ static int fence(k2p_writer *w, k2p_err *err)
     return rc;
 }
 
-static int commit_pending(k2p_writer *w, pending *p, k2p_err *err)
+/* The ledger rows of p, as PostgreSQL arrays: one per shard, its batches here being
+ * consecutive (one writer per shard), so "every record with a sequence number in [first, last]
+ * is committed" holds. */
+typedef struct ledger_rows {
+    k2p_buf shards, firsts, lasts, counts;
+    size_t n;
+} ledger_rows;
+
+static void ledger_rows_deinit(ledger_rows *lr)
 {
-    k2p_loader *L = w->L;
-    int64_t rows = 0, dead = 0;
-    k2p_buf shards, firsts, lasts, counts, sql;
-    int rc = 0;
+    k2p_buf_deinit(&lr->shards);
+    k2p_buf_deinit(&lr->firsts);
+    k2p_buf_deinit(&lr->lasts);
+    k2p_buf_deinit(&lr->counts);
+}
 
-    for (size_t i = 0; i < p->n; i++) {
-        rows += p->b[i]->n_rows;
-        dead += p->b[i]->n_dead;
-    }
-    if (rows == 0 && dead == 0)
-        return 0; /* only markers: nothing to write */
-
-    /* One ledger row per shard: its batches here are consecutive (one writer per shard). */
-    k2p_buf_init(&shards, 0);
-    k2p_buf_init(&firsts, 0);
-    k2p_buf_init(&lasts, 0);
-    k2p_buf_init(&counts, 0);
-    k2p_buf_init(&sql, 0);
-    k2p_buf_putc(&shards, '{');
-    k2p_buf_putc(&firsts, '{');
-    k2p_buf_putc(&lasts, '{');
-    k2p_buf_putc(&counts, '{');
+static int ledger_rows_of(const pending *p, ledger_rows *lr, k2p_err *err)
+{
+    memset(lr, 0, sizeof *lr);
+    k2p_buf_init(&lr->shards, 0);
+    k2p_buf_init(&lr->firsts, 0);
+    k2p_buf_init(&lr->lasts, 0);
+    k2p_buf_init(&lr->counts, 0);
+    if (k2p_buf_putc(&lr->shards, '{') || k2p_buf_putc(&lr->firsts, '{') ||
+        k2p_buf_putc(&lr->lasts, '{') || k2p_buf_putc(&lr->counts, '{'))
+        return k2p_err_set(err, K2P_ENOMEM, "out of memory");
     for (size_t i = 0; i < p->n;) {
         k2p_shard_rt *s = p->b[i]->shard;
         const char *first = NULL, *last = NULL;
@@ -210,20 +215,41 @@ static int commit_pending(k2p_writer *w, pending *p, k2p_err *err)
         if (first) {
             char cnt[24];
             snprintf(cnt, sizeof cnt, "%lld", (long long)n);
-            if (k2p_pg_array_append(&shards, s->shard_id) || k2p_pg_array_append(&firsts, first) ||
-                k2p_pg_array_append(&lasts, last) || k2p_pg_array_append(&counts, cnt)) {
-                rc = k2p_err_set(err, K2P_ENOMEM, "out of memory");
-                goto out;
-            }
+            if (k2p_pg_array_append(&lr->shards, s->shard_id) ||
+                k2p_pg_array_append(&lr->firsts, first) ||
+                k2p_pg_array_append(&lr->lasts, last) || k2p_pg_array_append(&lr->counts, cnt))
+                return k2p_err_set(err, K2P_ENOMEM, "out of memory");
+            lr->n++;
         }
         i = j;
     }
-    if (k2p_buf_putc(&shards, '}') || k2p_buf_putc(&firsts, '}') || k2p_buf_putc(&lasts, '}') ||
-        k2p_buf_putc(&counts, '}')) {
-        rc = k2p_err_set(err, K2P_ENOMEM, "out of memory");
-        goto out;
-    }
+    if (k2p_buf_putc(&lr->shards, '}') || k2p_buf_putc(&lr->firsts, '}') ||
+        k2p_buf_putc(&lr->lasts, '}') || k2p_buf_putc(&lr->counts, '}'))
+        return k2p_err_set(err, K2P_ENOMEM, "out of memory");
+    return 0;
+}
 
+/* One transaction: COPY rows, COPY dead letters, the ledger rows, COMMIT. *commit_sent is set
+ * once COMMIT went out: if the connection breaks then, whether it committed is unknown. */
+static int commit_pending(k2p_writer *w, pending *p, bool *commit_sent, k2p_err *err)
+{
+    k2p_loader *L = w->L;
+    int64_t rows = 0, dead = 0;
+    ledger_rows lr;
+    k2p_buf sql;
+    int rc = 0;
+
+    *commit_sent = false;
+    for (size_t i = 0; i < p->n; i++) {
+        rows += p->b[i]->n_rows;
+        dead += p->b[i]->n_dead;
+    }
+    if (rows == 0 && dead == 0)
+        return 0; /* only markers: nothing to write */
+
+    k2p_buf_init(&sql, 0);
+    if ((rc = ledger_rows_of(p, &lr, err)))
+        goto out;
     if ((rc = exec_cmd(w, "BEGIN", 0, NULL, "BEGIN", err)) || (rc = fence(w, err)))
         goto out;
     if (rows) {
@@ -242,8 +268,8 @@ static int commit_pending(k2p_writer *w, pending *p, k2p_err *err)
                       p, offsetof(k2p_batch, dead), "COPY into kinesis2pg.dead_letters", err)))
         goto out;
     {
-        const char *params[] = {L->o->stream, shards.data, firsts.data, lasts.data, counts.data,
-                                L->qualified_table};
+        const char *params[] = {L->o->stream, lr.shards.data, lr.firsts.data, lr.lasts.data,
+                                lr.counts.data, L->qualified_table};
         rc = exec_cmd(w,
                       "INSERT INTO kinesis2pg.ledger (stream, target, shard_id, first_seq, "
                       "last_seq, rows) SELECT $1, $6, s, f, l, n FROM unnest($2::text[], "
@@ -252,17 +278,45 @@ static int commit_pending(k2p_writer *w, pending *p, k2p_err *err)
         if (rc)
             goto out;
     }
+    *commit_sent = true;
     rc = exec_cmd(w, "COMMIT", 0, NULL, "COMMIT", err);
+    if (rc && !k2p_pg_conn_broken(w->conn))
+        *commit_sent = false; /* the server answered: it did not commit */
 out:
     if (rc && !k2p_pg_conn_broken(w->conn)) {
         PGresult *r = PQexec(w->conn, "ROLLBACK");
         PQclear(r);
     }
-    k2p_buf_deinit(&shards);
-    k2p_buf_deinit(&firsts);
-    k2p_buf_deinit(&lasts);
-    k2p_buf_deinit(&counts);
+    ledger_rows_deinit(&lr);
     k2p_buf_deinit(&sql);
+    return rc;
+}
+
+/* After a COMMIT whose answer was lost: did it commit? Its ledger rows say so (they commit
+ * with the rows, and the checkpoint thread cannot prune them: it has not been told of these
+ * batches). Returns 0 with *committed set, or an error (retried like any other). */
+static int committed_before(k2p_writer *w, pending *p, bool *committed, k2p_err *err)
+{
+    k2p_loader *L = w->L;
+    ledger_rows lr;
+    int rc = ledger_rows_of(p, &lr, err);
+    *committed = false;
+    if (!rc) {
+        const char *params[] = {L->o->stream, L->qualified_table, lr.shards.data, lr.firsts.data,
+                                lr.lasts.data};
+        PGresult *r = PQexecParams(
+            w->conn,
+            "SELECT count(*) FROM kinesis2pg.ledger g JOIN unnest($3::text[], $4::numeric[], "
+            "$5::numeric[]) AS u(s, f, l) ON g.shard_id = u.s AND g.first_seq = u.f AND "
+            "g.last_seq = u.l WHERE g.stream = $1 AND g.target = $2",
+            5, NULL, params, NULL, NULL, 0);
+        if (PQresultStatus(r) != PGRES_TUPLES_OK)
+            rc = pg_fail(w, r, "checking whether the lost COMMIT went through", err);
+        else
+            *committed = strtoull(PQgetvalue(r, 0, 0), NULL, 10) >= lr.n;
+        PQclear(r);
+    }
+    ledger_rows_deinit(&lr);
     return rc;
 }
 
@@ -280,7 +334,7 @@ static int flush(k2p_writer *w, pending *p)
     int64_t t0 = k2p_now_ns(), deadline = t0 + (int64_t)K2P_WRITER_RETRY_BUDGET_MS * 1000000;
     uint64_t rng = (uint64_t)t0 | 1;
     int attempt = 0, rc;
-    bool said = false;
+    bool said = false, commit_unknown = false;
 
     for (;;) {
         k2p_err err = {0};
@@ -294,8 +348,20 @@ static int flush(k2p_writer *w, pending *p)
         } else {
             rc = 0;
         }
+        if (!rc && commit_unknown) {
+            bool done = false;
+            rc = committed_before(w, p, &done, &err);
+            if (!rc && done) {
+                K2P_LOG(K2P_LOG_LEVEL_INFO, "pg_commit_found",
+                        "writer %d: the COMMIT whose answer was lost went through; not redone",
+                        w->index);
+                break;
+            }
+            if (!rc)
+                commit_unknown = false; /* it did not: redo it */
+        }
         if (!rc)
-            rc = commit_pending(w, p, &err);
+            rc = commit_pending(w, p, &commit_unknown, &err);
         if (!rc)
             break;
         if (rc != K2P_ERETRY || k2p_now_ns() > deadline) {

@@ -48,6 +48,7 @@
 #include <unistd.h>
 
 #include "fault_testlib.h"
+#include "pg_cut_proxy.h"
 #include "kinesis2pg/common.h"
 
 #define RECORDS 200000
@@ -448,6 +449,48 @@ static void test_lock_timeout_is_retried(void **state)
     k2p_lt_set_free(set);
 }
 
+/* ---- a COMMIT whose answer is lost ------------------------------------------------------- */
+
+/* The loader talks to PostgreSQL through a proxy that forwards a writer's COMMIT, lets the
+ * server commit, then cuts the connection before the answer: the writer cannot know whether its
+ * transaction went through. Redoing it would duplicate its rows (no primary key here, so they
+ * would show); it must find its ledger rows and go on. Three such cuts during one load. */
+static void test_lost_commit_answer_is_not_redone(void **state)
+{
+    const char *stream = "p_lostack";
+    k2p_lt_set *set = &g_set;
+    k2p_cut_proxy px;
+    char pg[400], log_path[320], *log;
+    const char *const extra[] = {"--pg", pg, "--batch-rows", "5000", "--flush-ms", "100",
+                                 "--chunk-size", "5000", "--no-primary-key", NULL};
+    const char **args = k2p_ft_args(stream, extra);
+    int status;
+    pid_t pid;
+    (void)state;
+    K2P_LT_REQUIRE(&g);
+
+    k2p_ft_mock_preload(&g, &mk, stream, 4, 60000, RECORD_SIZE, NULL, set);
+    assert_int_equal(k2p_cut_proxy_start(&px, g.pg.port), 0);
+    k2p_cut_proxy_arm(&px, 2, 3);
+    snprintf(pg, sizeof pg, "host=127.0.0.1 port=%d dbname=k2p_test user=postgres connect_timeout=10",
+             px.port);
+    log_path_for(log_path, sizeof log_path, stream);
+    pid = k2p_lt_spawn_loader(&g, args, log_path);
+    status = k2p_ft_reap(pid, 180000, log_path, "load through the cutting proxy");
+    k2p_cut_proxy_stop(&px);
+    k2p_ft_expect_status(status, 0, log_path, "load through the cutting proxy");
+    log = k2p_ft_slurp(log_path);
+    fprintf(stderr, "  %s: %d answer(s) cut, %d found committed\n", stream,
+            atomic_load(&px.cuts_done), k2p_ft_count_lines(log, "went through; not redone"));
+    assert_int_equal(atomic_load(&px.cuts_done), 3);
+    assert_int_equal(k2p_ft_count_lines(log, "went through; not redone"), 3);
+    free(log);
+    assert_exact(stream, set);
+    free(args);
+    k2p_ft_mock_stop(&mk);
+    k2p_lt_set_free(set);
+}
+
 /* ---- back-pressure: bounded memory ---------------------------------------------------------- */
 
 #define BP_SHARDS 4
@@ -549,6 +592,7 @@ int main(void)
         cmocka_unit_test_setup(test_stream_lock_survives_restart, test_setup),
         cmocka_unit_test_setup(test_server_down_for_seconds, test_setup),
         cmocka_unit_test_setup(test_lock_timeout_is_retried, test_setup),
+        cmocka_unit_test_setup(test_lost_commit_answer_is_not_redone, test_setup),
         cmocka_unit_test_setup(test_memory_bounded_when_pg_is_slow, test_setup),
     };
     k2p_lt_filter_from_env();
