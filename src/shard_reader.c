@@ -302,6 +302,10 @@ void *k2p_reader_main(void *arg)
             set_state(s, K2P_READER_STOPPED, "%s", stop_reason(L));
             break;
         }
+        if (atomic_load(&s->stop)) {
+            set_state(s, K2P_READER_STOPPED, "%s", "lease given to another process");
+            break;
+        }
         limit = claim_quota(L);
         if (!limit) {
             set_state(s, K2P_READER_STOPPED, "%s",
@@ -438,6 +442,7 @@ void *k2p_reader_main(void *arg)
             k2p_batch_free(b); /* nothing read */
         }
         if (caught_up && !o->follow) {
+            s->tip_call_ns = last_call;
             set_state(s, K2P_READER_CAUGHT_UP, "%s", "");
             break;
         }
