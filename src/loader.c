@@ -610,7 +610,8 @@ static const char *state_name(int st)
 /* Sharing: the summary lists the shards this process read (or found finished earlier). */
 static bool summarised(const k2p_loader *L, const k2p_shard_rt *s)
 {
-    return L->mode == K2P_LOCK_SINGLE || s->ever_started || s->closed_in_state;
+    return L->mode == K2P_LOCK_SINGLE || s->ever_started || s->closed_in_state ||
+           (L->mode == K2P_LOCK_STATIC && s->mine);
 }
 
 /* The summary as one JSON line (--log-format json). */

@@ -9,6 +9,9 @@
  *    with SIGKILL; its leases must all be taken over within the TTL (3 s) plus two ticks, and
  *    the two others must exit 0 with the table equal to the preloaded set, every checkpoint at
  *    its shard's last record.
+ *  - One of two --leases processes is paused (SIGSTOP) past its TTL: its leases are taken over
+ *    while it is alive; resumed, it commits nothing more for them and exits 1 ("took over");
+ *    the table is exact.
  *  - The static split: three workers (--worker-count 3, indexes 0..2, one from
  *    JOB_COMPLETION_INDEX) loading at the same time: the exact set, each shard's rows written by
  *    the worker k2p_static_worker_of() names (checked through the lease owners' pids), and a
@@ -189,6 +192,66 @@ static void test_three_processes_kill9_one(void **state)
     k2p_lt_set_free(&g_set);
 }
 
+/* A process paused (SIGSTOP) past its TTL loses its leases while alive; resumed, it must commit
+ * nothing more for them: it stops with exit 1, and the table stays exact. */
+static void test_paused_process_is_fenced(void **state)
+{
+    const char *stream = "lease_pause";
+    static const char *const extra[] = {"--leases",     "--lease-ttl-ms", "2000",
+                                        "--chunk-size", "100",            "--flush-ms",
+                                        "100",          "--no-primary-key", NULL};
+    const char **args = k2p_ft_args(stream, extra);
+    char logs[2][320];
+    pid_t pids[2];
+    int64_t t0;
+    int st;
+    char *log;
+    (void)state;
+    K2P_LT_REQUIRE(&g);
+    k2p_lt_set_free(&g_set);
+
+    k2p_ft_mock_preload(&g, &mk, stream, 8, 48000, RECORD_SIZE, NULL, &g_set);
+    t0 = k2p_ft_ms();
+    for (int i = 0; i < 2; i++) {
+        snprintf(logs[i], sizeof logs[i], "%s/%s-%d.log", g.tmpdir, stream, i);
+        pids[i] = k2p_lt_spawn_loader(&g, args, logs[i]);
+    }
+    while (leases_of(pids[0]) == 0 || leases_of(pids[1]) == 0 ||
+           k2p_lt_count(&g, "kinesis", stream) < 2000) {
+        if (k2p_ft_ms() - t0 > 30000)
+            fail_msg("the two processes did not both take leases within 30 s");
+        usleep(50000);
+    }
+    kill(pids[0], SIGSTOP);
+    /* Paused past the TTL: the other one takes its leases over. */
+    while (leases_of(pids[0]) > 0 || k2p_lt_i64(&g,
+                                                "SELECT count(*) FROM kinesis2pg.leases WHERE"
+                                                " owner LIKE '%%:%ld:%%'",
+                                                (long)pids[0]) > 0) {
+        if (k2p_ft_ms() - t0 > 60000) {
+            kill(pids[0], SIGCONT);
+            fail_msg("the paused process's leases were not taken over");
+        }
+        usleep(50000);
+    }
+    kill(pids[0], SIGCONT);
+    st = k2p_ft_reap(pids[0], 60000, logs[0], "paused --leases process");
+    k2p_ft_expect_status(st, 1, logs[0], "paused --leases process");
+    log = k2p_ft_slurp(logs[0]);
+    if (!strstr(log, "took over")) {
+        k2p_ft_print_tail(logs[0], 4000);
+        fail_msg("the paused process did not say its lease was taken over");
+    }
+    free(log);
+    st = k2p_ft_reap(pids[1], 120000, logs[1], "surviving --leases process");
+    k2p_ft_expect_status(st, 0, logs[1], "surviving --leases process");
+    k2p_lt_assert_table(&g, "kinesis", stream, stream, &g_set, K2P_LT_JSON);
+    k2p_lt_assert_checkpoints(&g, stream, &g_set);
+    free(args);
+    k2p_ft_mock_stop(&mk);
+    k2p_lt_set_free(&g_set);
+}
+
 static void test_static_split(void **state)
 {
     const char *stream = "static_split";
@@ -334,6 +397,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bad_worker_settings_exit_2),
         cmocka_unit_test(test_three_processes_kill9_one),
+        cmocka_unit_test(test_paused_process_is_fenced),
         cmocka_unit_test(test_static_split),
         cmocka_unit_test(test_modes_never_mix),
     };
