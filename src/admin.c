@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "kinesis2pg/buf.h"
+#include "lease.h"
 #include "pg_state.h"
 
 static PGconn *connect_or_report(const k2p_config *cfg)
@@ -50,8 +51,23 @@ static const char sql_shards[] =
     "to_char(c.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), "
     "(SELECT count(*) FROM kinesis2pg.dead_letters d "
     "  WHERE d.stream = c.stream AND d.target = c.target AND d.shard_id = c.shard_id), "
-    "array_to_string(c.parent_shard_ids, ',') "
-    "FROM kinesis2pg.checkpoints c WHERE c.stream = $1 AND c.target = $2 ORDER BY c.shard_id";
+    "array_to_string(c.parent_shard_ids, ','), "
+    "COALESCE(l.owner, ''), COALESCE(l.epoch::text, ''), "
+    "CASE WHEN l.owner IS NULL THEN '' WHEN l.expires_at IS NULL THEN 'no expiry' "
+    "     WHEN l.expires_at < clock_timestamp() THEN 'expired' "
+    "     ELSE round(extract(epoch FROM l.expires_at - clock_timestamp())::numeric, 1)::text "
+    "          || ' s' END "
+    "FROM kinesis2pg.checkpoints c LEFT JOIN kinesis2pg.leases l ON l.stream = c.stream "
+    "  AND l.target = c.target AND l.shard_id = c.shard_id "
+    "WHERE c.stream = $1 AND c.target = $2 ORDER BY c.shard_id";
+
+static const char sql_workers[] =
+    "SELECT owner, mode, to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), "
+    "CASE WHEN expires_at IS NULL THEN 'no expiry' WHEN expires_at < clock_timestamp() "
+    "     THEN 'expired' ELSE 'live' END, "
+    "(SELECT count(*) FROM kinesis2pg.leases l WHERE l.stream = w.stream AND l.target = w.target "
+    "  AND l.owner = w.owner) "
+    "FROM kinesis2pg.workers w WHERE stream = $1 AND target = $2 ORDER BY started_at, owner";
 
 static const char sql_runs[] =
     "SELECT id, to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), "
@@ -89,7 +105,7 @@ int k2p_cmd_status(const k2p_config *cfg)
 {
     char *target = target_or_report(cfg);
     PGconn *c = target ? connect_or_report(cfg) : NULL;
-    PGresult *shards = NULL, *runs = NULL;
+    PGresult *shards = NULL, *runs = NULL, *workers = NULL;
     int rc = 1;
 
     if (!c) {
@@ -97,7 +113,8 @@ int k2p_cmd_status(const k2p_config *cfg)
         return target ? 1 : 2;
     }
     if (!(shards = q(c, sql_shards, cfg->stream, target)) ||
-        !(runs = q(c, sql_runs, cfg->stream, target)))
+        !(runs = q(c, sql_runs, cfg->stream, target)) ||
+        !(workers = q(c, sql_workers, cfg->stream, target)))
         goto out;
     if (cfg->json) {
         k2p_buf b;
@@ -116,6 +133,19 @@ int k2p_cmd_status(const k2p_config *cfg)
             json_field(&b, "updated_at", PQgetvalue(shards, i, 4), 0);
             json_num(&b, "dead_letters", PQgetvalue(shards, i, 5));
             json_field(&b, "parents", PQgetvalue(shards, i, 6), 0);
+            json_field(&b, "lease_owner", PQgetvalue(shards, i, 7), 0);
+            json_num(&b, "lease_epoch", PQgetvalue(shards, i, 8));
+            json_field(&b, "lease_expires_in", PQgetvalue(shards, i, 9), 0);
+            k2p_buf_putc(&b, '}');
+        }
+        k2p_buf_puts(&b, "],\"workers\":[");
+        for (int i = 0; i < PQntuples(workers); i++) {
+            k2p_buf_puts(&b, i ? ",{" : "{");
+            json_field(&b, "owner", PQgetvalue(workers, i, 0), 1);
+            json_field(&b, "mode", PQgetvalue(workers, i, 1), 0);
+            json_field(&b, "started_at", PQgetvalue(workers, i, 2), 0);
+            json_field(&b, "state", PQgetvalue(workers, i, 3), 0);
+            json_num(&b, "leases", PQgetvalue(workers, i, 4));
             k2p_buf_putc(&b, '}');
         }
         k2p_buf_puts(&b, "],\"runs\":[");
@@ -141,9 +171,20 @@ int k2p_cmd_status(const k2p_config *cfg)
                "updated");
         for (int i = 0; i < PQntuples(shards); i++) {
             const char *seq = PQgetvalue(shards, i, 1);
-            printf("  %-24s %-12s %-8s %-58s %s\n", PQgetvalue(shards, i, 0),
+            printf("  %-24s %-12s %-8s %-58s %s", PQgetvalue(shards, i, 0),
                    PQgetvalue(shards, i, 2), PQgetvalue(shards, i, 5),
                    *seq ? seq : PQgetvalue(shards, i, 3), PQgetvalue(shards, i, 4));
+            if (*PQgetvalue(shards, i, 7))
+                printf("  lease: %s epoch %s (%s)", PQgetvalue(shards, i, 7),
+                       PQgetvalue(shards, i, 8), PQgetvalue(shards, i, 9));
+            putchar('\n');
+        }
+        if (PQntuples(workers)) {
+            printf("processes sharing the stream (--leases, --worker-count):\n");
+            for (int i = 0; i < PQntuples(workers); i++)
+                printf("  %-40s %-7s started %s, %s, %s lease(s)\n", PQgetvalue(workers, i, 0),
+                       PQgetvalue(workers, i, 1), PQgetvalue(workers, i, 2),
+                       PQgetvalue(workers, i, 3), PQgetvalue(workers, i, 4));
         }
         printf("last runs:\n  %-6s %-21s %8s %10s %8s %12s  %s\n", "id", "started", "seconds",
                "rows", "dead", "bytes", "status");
@@ -157,6 +198,7 @@ int k2p_cmd_status(const k2p_config *cfg)
 out:
     PQclear(shards);
     PQclear(runs);
+    PQclear(workers);
     PQfinish(c);
     free(target);
     return rc;
@@ -213,6 +255,8 @@ int k2p_cmd_reset(const k2p_config *cfg)
                              "UPDATE kinesis2pg.owners SET epoch = epoch + 1 "
                              "WHERE stream = $1 AND target = $2",
                              2, params, &err);
+        if (!rc) /* nor a lease holder (--leases, --worker-count) */
+            rc = k2p_lease_revoke_all(c, cfg->stream, target, &err);
         if (!rc)
             rc = k2p_pg_exec(c, "COMMIT", 0, NULL, &err);
     }

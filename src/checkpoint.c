@@ -39,17 +39,26 @@ static void take(k2p_shard_rt *s, const k2p_batch *b)
         s->ckpt_tip_empty = true;
         s->ckpt_dirty = true;
     }
+    if (!s->ckpt_dirty) /* nothing to persist: drained as far as this batch */
+        atomic_store_explicit(&s->ckpt_saved_batches, s->ckpt_next_batch, memory_order_release);
 }
 
-/* Inside the transaction: still the owner? (see k2p_pg_take_ownership) */
-static int fence(k2p_loader *L, const char *const *params, k2p_err *err)
+/* Inside the transaction: still the owner of every shard written? (k2p_loader_fence) */
+static int fence(k2p_loader *L, k2p_shard_rt *const *shards, size_t n, k2p_err *err)
 {
-    PGresult *r = PQexecParams(L->ckpt_conn, k2p_pg_fence_sql, 3, NULL, params, NULL, NULL, 0);
-    int rc = 0;
+    int want = 0, rc = 0;
+    PGresult *r = k2p_loader_fence(L, L->ckpt_conn, shards, n, &want);
+    if (!r)
+        return k2p_err_set(err, K2P_ENOMEM, "out of memory");
     if (PQresultStatus(r) != PGRES_TUPLES_OK)
         rc = k2p_err_set(err, K2P_EIO, "PostgreSQL: %s", PQerrorMessage(L->ckpt_conn));
-    else if (PQntuples(r) != 1)
-        rc = k2p_err_set(err, K2P_EINUSE, "another kinesis2pg took over stream '%s' into %s",
+    else if (PQntuples(r) != want)
+        rc = k2p_err_set(err, K2P_EINUSE,
+                         L->mode == K2P_LOCK_SINGLE
+                             ? "another kinesis2pg took over stream '%s' into %s"
+                             : "another kinesis2pg took over a shard of stream '%s' into %s "
+                               "(this process did not renew its lease in time); stopping without "
+                               "committing more",
                          L->o->stream, L->qualified_table);
     PQclear(r);
     return rc;
@@ -62,6 +71,10 @@ static int persist(k2p_loader *L, bool *notify, k2p_err *err)
     char ts[K2P_TS_BUF];
     size_t n = 0;
     int rc = 0;
+    k2p_shard_rt **dirty = calloc(L->n_shards + 1, sizeof *dirty);
+
+    if (!dirty)
+        return k2p_err_set(err, K2P_ENOMEM, "out of memory");
 
     k2p_buf_init(&ids, 0);
     k2p_buf_init(&seqs, 0);
@@ -81,7 +94,7 @@ static int persist(k2p_loader *L, bool *notify, k2p_err *err)
             rc = k2p_err_set(err, K2P_ENOMEM, "out of memory");
             goto out;
         }
-        n++;
+        dirty[n++] = s;
     }
     if (!n)
         goto out;
@@ -104,13 +117,12 @@ static int persist(k2p_loader *L, bool *notify, k2p_err *err)
         const char *p1[] = {L->o->stream, ids.data, seqs.data, closed.data, empty.data, ts,
                             L->qualified_table};
         const char *p2[] = {L->o->stream, ids.data, seqs.data, L->qualified_table};
-        const char *pf[] = {L->o->stream, L->qualified_table, L->epoch};
         if ((rc = k2p_pg_exec(L->ckpt_conn, "BEGIN", 0, NULL, err)) ||
-            (rc = fence(L, pf, err)) ||
+            (rc = fence(L, dirty, n, err)) ||
             (rc = k2p_pg_exec(
                  L->ckpt_conn,
                  "UPDATE kinesis2pg.checkpoints c SET "
-                 "sequence_number = COALESCE(u.seq, c.sequence_number), "
+                 "sequence_number = GREATEST(u.seq, c.sequence_number), "
                  "closed = c.closed OR u.closed, "
                  "start_at = CASE WHEN u.empty AND u.seq IS NULL AND c.sequence_number IS NULL "
                  "  THEN greatest(COALESCE(c.start_at, '-infinity'), $6::timestamptz) "
@@ -139,12 +151,14 @@ static int persist(k2p_loader *L, bool *notify, k2p_err *err)
         atomic_store(&s->ckpt_saved_us, k2p_wall_us());
         s->ckpt_dirty = false;
         s->ckpt_tip_empty = false;
+        atomic_store_explicit(&s->ckpt_saved_batches, s->ckpt_next_batch, memory_order_release);
         if (s->ckpt_closed && !atomic_load(&s->done)) {
             atomic_store(&s->done, true);
             *notify = true;
         }
     }
 out:
+    free(dirty);
     k2p_buf_deinit(&ids);
     k2p_buf_deinit(&seqs);
     k2p_buf_deinit(&closed);

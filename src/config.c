@@ -94,6 +94,10 @@ enum opt_id {
     O_YES,
     O_JSON,
     O_METRICS,
+    O_LEASES,
+    O_LEASE_TTL,
+    O_WORKER_INDEX,
+    O_WORKER_COUNT,
     O_LOG_FORMAT,
     O_LOG_LEVEL,
     O_DLT_DIR,
@@ -213,6 +217,24 @@ static const opt opts[O_COUNT] = {
     [O_METRICS] = {"metrics-addr", 0, "HOST:PORT", T_STRING, NULL, "off", {NULL}, NULL, C_LOAD, 0,
                    0, 0, NULL, check_hostport, OFF(metrics_addr),
                    "serve Prometheus /metrics, /healthz and /readyz here"},
+    [O_LEASES] = {"leases", 0, NULL, T_BOOL, "false", NULL, {"KINESIS2PG_LEASES"}, NULL, C_LOAD,
+                  0, 0, 0, NULL, NULL, OFF(leases),
+                  "share the shards with every other load --leases of the same stream and table: "
+                  "per-shard leases in PostgreSQL, balanced over the live processes, taken over "
+                  "when one dies (docs/operations.md, Scaling out)"},
+    [O_LEASE_TTL] = {"lease-ttl-ms", 0, "MS", T_INT, "10000", NULL, {NULL}, NULL, C_LOAD, 0, 1000,
+                     600000, NULL, NULL, OFF(lease_ttl_ms),
+                     "with --leases: a lease not renewed for this long may be taken over "
+                     "(renewed every quarter of it)"},
+    [O_WORKER_INDEX] = {"worker-index", 0, "I", T_INT, "0", NULL, {"JOB_COMPLETION_INDEX"}, NULL,
+                        C_LOAD, 0, 0, 9999, NULL, NULL, OFF(worker_index),
+                        "with --worker-count: this process loads the shards whose id hashes to "
+                        "I (0 to worker-count - 1); a Kubernetes Indexed Job sets "
+                        "JOB_COMPLETION_INDEX"},
+    [O_WORKER_COUNT] = {"worker-count", 0, "N", T_INT, "0", "off", {"KINESIS2PG_WORKER_COUNT"},
+                        NULL, C_LOAD, 0, 0, 10000, NULL, NULL, OFF(worker_count),
+                        "split the shards statically over N processes (FNV-1a hash of the shard "
+                        "id modulo N), one per --worker-index; 0 = off"},
     [O_LOG_FORMAT] = {"log-format", 0, "FORMAT", T_ENUM, "text", NULL, {NULL}, NULL, C_ALL, 0, 0,
                       0, log_formats, NULL, OFF(log_format), "log lines on stderr: text or json"},
     [O_LOG_LEVEL] = {"log-level", 0, "LEVEL", T_ENUM, "info", NULL, {NULL}, NULL, C_ALL, 0, 0, 0,
@@ -983,6 +1005,23 @@ static int derive(parse_ctx *c)
     if (cfg->metrics_addr &&
         (why = split_hostport(cfg->metrics_addr, &cfg->metrics_host, &cfg->metrics_port)) != NULL)
         return k2p_err_set(c->err, K2P_ECONFIG, "--metrics-addr: %s", why);
+    if (bit & C_LOAD) {
+        if (cfg->worker_count > 0 && cfg->worker_index >= cfg->worker_count)
+            return k2p_err_set(c->err, K2P_ECONFIG,
+                               "--worker-index %lld%s must be below --worker-count %lld",
+                               (long long)cfg->worker_index,
+                               cfg->source[O_WORKER_INDEX] == K2P_SRC_ENV
+                                   ? " (from JOB_COMPLETION_INDEX)"
+                                   : "",
+                               (long long)cfg->worker_count);
+        if (cfg->worker_count == 0 && cfg->source[O_WORKER_INDEX] == K2P_SRC_FLAG)
+            return k2p_err_set(c->err, K2P_ECONFIG,
+                               "--worker-index needs --worker-count (or KINESIS2PG_WORKER_COUNT)");
+        if (cfg->worker_count > 0 && cfg->leases)
+            return k2p_err_set(c->err, K2P_ECONFIG,
+                               "--leases and --worker-count are two ways to share the shards: "
+                               "use one");
+    }
     return 0;
 }
 

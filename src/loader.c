@@ -54,6 +54,10 @@ void k2p_load_opts_from_config(k2p_load_opts *o, const k2p_config *cfg, k2p_cred
     o->idle_ms = 1000;
     o->memory_bytes = K2P_DEFAULT_MEMORY;
     o->summary = stderr;
+    o->leases = cfg->leases;
+    o->lease_ttl_ms = (int)cfg->lease_ttl_ms;
+    o->worker_index = (int)cfg->worker_index;
+    o->worker_count = (int)cfg->worker_count;
     o->metrics_host = cfg->metrics_host;
     o->metrics_port = cfg->metrics_addr ? cfg->metrics_port : -1;
 }
@@ -141,6 +145,7 @@ static void shard_free(k2p_shard_rt *s)
     for (size_t i = 0; i < s->n_parents; i++)
         free(s->parents[i]);
     free(s->start_seq);
+    k2p_stream_state_deinit(&s->own);
     free(s);
 }
 
@@ -216,10 +221,18 @@ static int add_shard(k2p_loader *L, PGconn *conn, const k2p_shard *ls, const k2p
         snprintf(s->ending_seq, sizeof s->ending_seq, "%s", ls->ending_seq);
     s->bytes_per_record = 1024; /* until its first answer says better */
     if (c) {
-        s->skip = c->ledger;
-        s->n_skip = c->n_ledger;
+        /* Sharing: the ledger ranges are read again when the lease is taken (k2p_shard_rt.own),
+         * as L->state is reloaded on every listing. */
+        if (L->mode == K2P_LOCK_SINGLE) {
+            s->skip = c->ledger;
+            s->n_skip = c->n_ledger;
+        }
         s->closed_in_state = c->closed;
     }
+    s->mine = L->mode != K2P_LOCK_STATIC ||
+              k2p_static_worker_of(ls->shard_id, L->o->worker_count) == L->o->worker_index;
+    s->finished = s->closed_in_state;
+    s->children_listed = s->closed_in_state && L->mode != K2P_LOCK_SINGLE;
     if (plan.seq)
         memcpy(s->ckpt_seq, plan.seq, K2P_MIN(strlen(plan.seq) + 1, sizeof s->ckpt_seq));
     atomic_store(&s->done, s->closed_in_state);
@@ -261,6 +274,48 @@ static int refresh_shards(k2p_loader *L, k2p_kinesis *k, PGconn *conn, const k2p
     return rc;
 }
 
+/* Sharing: the same, but planned in one transaction under a lock that every process of the
+ * group takes to plan, on the state as it is now: whichever process records a new shard's start
+ * first, the others see it (and the runs row of a process that is still planning does not
+ * count as a previous run). The first call (run_id != NULL) also inserts our runs row, in the
+ * same transaction, and sets ctx->prev_run_started_us. */
+static int refresh_shards_shared(k2p_loader *L, k2p_kinesis *k, PGconn *conn, k2p_plan_ctx *ctx,
+                                 int64_t *run_id, k2p_err *err)
+{
+    k2p_shard_list list = {0};
+    const char *params[] = {L->o->stream, L->qualified_table};
+    int rc = k2p_kinesis_list_shards(k, L->o->stream, 0, &list, err);
+    if (rc)
+        goto out;
+    if ((rc = k2p_pg_exec(conn, "BEGIN", 0, NULL, err)) ||
+        (rc = k2p_pg_exec(conn,
+                          "SELECT pg_advisory_xact_lock(hashtext('kinesis2pg-plan:' || $1 || ':' "
+                          "|| $2))",
+                          2, params, err)))
+        goto fail;
+    k2p_stream_state_deinit(&L->state);
+    if ((rc = k2p_pg_load_state(conn, L->o->stream, L->qualified_table, &L->state, err)))
+        goto fail;
+    if (run_id)
+        ctx->prev_run_started_us = L->state.prev_run_started_us;
+    for (size_t i = 0; !rc && i < list.n; i++)
+        rc = add_shard(L, conn, &list.shards[i], ctx, err);
+    if (!rc && run_id)
+        rc = k2p_pg_run_begin(conn, L->o->stream, L->qualified_table, L->run_started_us, run_id,
+                              err);
+    if (rc || (rc = k2p_pg_exec(conn, "COMMIT", 0, NULL, err)))
+        goto fail;
+    goto out;
+fail:
+    if (!k2p_pg_conn_broken(conn))
+        k2p_pg_exec(conn, "ROLLBACK", 0, NULL, NULL);
+    if (run_id)
+        *run_id = -1;
+out:
+    k2p_shard_list_deinit(&list);
+    return rc;
+}
+
 /* A parent is finished when it is done (closed and checkpointed), or unknown to us (expired
  * past retention: nothing left to read). */
 static bool parents_done(k2p_loader *L, const k2p_shard_rt *s)
@@ -273,8 +328,251 @@ static bool parents_done(k2p_loader *L, const k2p_shard_rt *s)
     return true;
 }
 
-static int start_ready(k2p_loader *L, k2p_err *err)
+/* ---- sharing: leases and the static split ------------------------------------------------- */
+
+PGresult *k2p_loader_fence(k2p_loader *L, PGconn *conn, k2p_shard_rt *const *shards, size_t n,
+                           int *want)
 {
+    k2p_buf ids, eps;
+    PGresult *r = NULL;
+    if (L->mode == K2P_LOCK_SINGLE) {
+        const char *params[] = {L->o->stream, L->qualified_table, L->epoch};
+        *want = 1;
+        return PQexecParams(conn, k2p_pg_fence_sql, 3, NULL, params, NULL, NULL, 0);
+    }
+    k2p_buf_init(&ids, 0);
+    k2p_buf_init(&eps, 0);
+    if (k2p_buf_putc(&ids, '{') || k2p_buf_putc(&eps, '{'))
+        goto out;
+    for (size_t i = 0; i < n; i++) {
+        char e[24];
+        snprintf(e, sizeof e, "%lld", (long long)shards[i]->lease_epoch);
+        if (k2p_pg_array_append(&ids, shards[i]->shard_id) || k2p_pg_array_append(&eps, e))
+            goto out;
+    }
+    if (k2p_buf_putc(&ids, '}') || k2p_buf_putc(&eps, '}'))
+        goto out;
+    {
+        const char *params[] = {L->o->stream, L->qualified_table, ids.data, eps.data};
+        *want = (int)n;
+        r = PQexecParams(conn, k2p_lease_fence_sql, 4, NULL, params, NULL, NULL, 0);
+    }
+out:
+    k2p_buf_deinit(&ids);
+    k2p_buf_deinit(&eps);
+    return r;
+}
+
+/* Starts the reader of a shard whose lease we just took (epoch): reads its row and ledger
+ * afresh (the last holder may have committed since we listed it), resumes from there. A shard
+ * found closed is not started: *started stays false. */
+static int start_held(k2p_loader *L, PGconn *conn, k2p_shard_rt *s, int64_t epoch, bool *started,
+                      k2p_err *err)
+{
+    k2p_shard_ckpt *c;
+    int rc;
+
+    *started = false;
+    s->held = true;
+    s->releasing = false;
+    s->lease_epoch = epoch;
+    k2p_stream_state_deinit(&s->own);
+    s->skip = NULL;
+    s->n_skip = 0;
+    if ((rc = k2p_pg_load_state_shard(conn, L->o->stream, L->qualified_table, s->shard_id, &s->own,
+                                      err)))
+        return rc;
+    if ((c = k2p_stream_state_find(&s->own, s->shard_id)) != NULL) {
+        if (c->closed) {
+            s->finished = true;
+            s->db_closed = true;
+            atomic_store(&s->done, true);
+            return 0;
+        }
+        free(s->start_seq);
+        s->start_seq = NULL;
+        if (c->seq && !(s->start_seq = k2p_strdup(c->seq)))
+            return k2p_err_set(err, K2P_ENOMEM, "out of memory");
+        s->start_at_us = c->start_at_us;
+        s->had_checkpoint_seq = c->seq != NULL;
+        s->skip = c->ledger;
+        s->n_skip = c->n_ledger;
+        /* The frontier the checkpoint thread moves on from (the shard is drained: no batch of
+         * it is in flight, see k2p_shard_rt.ckpt_saved_batches). */
+        snprintf(s->ckpt_seq, sizeof s->ckpt_seq, "%s", c->seq ? c->seq : "");
+    }
+    s->last_seq[0] = '\0';
+    s->filter_before_us = 0;
+    s->stop_reason[0] = '\0';
+    atomic_store(&s->stop, false);
+    k2p_ring_reopen(&s->ring);
+    atomic_store(&s->state, K2P_READER_RUNNING);
+    if (pthread_create(&s->thread, NULL, k2p_reader_main, s) != 0)
+        return k2p_err_set(err, K2P_EIO, "cannot start a reader thread for shard %s", s->shard_id);
+    s->thread_started = true;
+    s->ever_started = true;
+    *started = true;
+    K2P_LOG(K2P_LOG_LEVEL_DEBUG, "lease_taken", "shard=%s epoch=%lld", s->shard_id,
+            (long long)epoch);
+    return 0;
+}
+
+/* True when the shard needs no more reading by anyone in this run (batch mode), or at all. */
+static bool shard_finished(const k2p_shard_rt *s)
+{
+    return s->finished || s->closed_in_state || atomic_load(&s->done);
+}
+
+/* One lease tick (sharing modes, coordinator): join readers that ended; give back the leases
+ * of drained shards that are finished or asked to go (--leases); read the lease table: closed
+ * shards (children may start), shards read to the tip by others since we started, leases we
+ * lost (fatal: K2P_EINUSE); then --leases balances: hold ceil(active / live workers) shards,
+ * asking readers beyond that to stop and taking free or expired leases below it. */
+static int share_tick(k2p_loader *L, PGconn *conn, k2p_err *err)
+{
+    const bool leases = L->mode == K2P_LOCK_LEASES;
+    k2p_lease_view v;
+    size_t active = 0, held = 0, target, start;
+    int rc;
+
+    for (size_t i = 0; i < L->n_shards; i++) {
+        k2p_shard_rt *s = L->shards[i];
+        int st = atomic_load(&s->state);
+        if (s->thread_started && st != K2P_READER_RUNNING) {
+            pthread_join(s->thread, NULL);
+            s->thread_started = false;
+        }
+        if (!s->held || s->thread_started)
+            continue;
+        if (st == K2P_READER_CAUGHT_UP && !L->o->follow)
+            s->finished = true;
+        if (!leases || st == K2P_READER_FAILED || (st == K2P_READER_STOPPED && !s->releasing) ||
+            (st == K2P_READER_CLOSED && !atomic_load(&s->done)) ||
+            atomic_load_explicit(&s->ckpt_saved_batches, memory_order_acquire) !=
+                s->next_batch_no)
+            continue; /* kept until the end of the run, or not drained yet */
+        rc = k2p_lease_release(conn, L->o->stream, L->qualified_table, s->shard_id, L->owner,
+                               s->lease_epoch,
+                               st == K2P_READER_CAUGHT_UP ? (k2p_now_ns() - s->tip_call_ns) / 1000
+                                                          : -1,
+                               err);
+        if (rc)
+            return rc;
+        s->held = false;
+        s->releasing = false;
+    }
+
+    if ((rc = k2p_lease_read(conn, L->o->stream, L->qualified_table, L->owner, &v, err)))
+        return rc;
+    for (size_t i = 0; i < L->n_shards; i++) {
+        k2p_shard_rt *s = L->shards[i];
+        const k2p_lease_row *row = k2p_lease_view_find(&v, s->shard_id);
+        if (!row)
+            continue;
+        if (row->closed && !s->db_closed) {
+            s->db_closed = true;
+            s->finished = true;
+            atomic_store(&s->done, true);
+        }
+        if (row->tipped && !L->o->follow)
+            s->finished = true;
+        if (s->held && s->lease_epoch &&
+            (!row->owner || strcmp(row->owner, L->owner) != 0 || row->epoch != s->lease_epoch)) {
+            rc = k2p_err_set(err, K2P_EINUSE,
+                             "another kinesis2pg took over shard %s of stream '%s' into %s (this "
+                             "process did not renew its lease within --lease-ttl-ms: paused, or "
+                             "cut off from PostgreSQL); stopping",
+                             s->shard_id, L->o->stream, L->qualified_table);
+            goto out;
+        }
+    }
+    if (!leases || atomic_load(&L->stop_readers))
+        goto out;
+
+    for (size_t i = 0; i < L->n_shards; i++) {
+        k2p_shard_rt *s = L->shards[i];
+        if (s->held && !s->releasing)
+            held++;
+        if (!shard_finished(s) && parents_done(L, s))
+            active++;
+    }
+    target = k2p_lease_target(active, v.live_workers > 0 ? (size_t)v.live_workers : 1);
+    /* Over: ask the newest readers to stop; their leases go back once they are drained. */
+    for (size_t i = L->n_shards; i-- > 0 && held > target;) {
+        k2p_shard_rt *s = L->shards[i];
+        if (s->held && !s->releasing && atomic_load(&s->state) == K2P_READER_RUNNING) {
+            s->releasing = true;
+            atomic_store(&s->stop, true);
+            held--;
+            K2P_LOG(K2P_LOG_LEVEL_INFO, "lease_shed",
+                    "shard=%s: giving its lease back to balance %zu active shard(s) over %lld "
+                    "process(es)",
+                    s->shard_id, active, (long long)v.live_workers);
+        }
+    }
+    /* Under: take free or expired leases, starting at a place of our own so that processes
+     * starting together try different shards first. */
+    start = L->n_shards ? (size_t)(k2p_lease_hash(L->owner) % L->n_shards) : 0;
+    for (size_t j = 0; j < L->n_shards && held < target; j++) {
+        k2p_shard_rt *s = L->shards[(start + j) % L->n_shards];
+        const k2p_lease_row *row = k2p_lease_view_find(&v, s->shard_id);
+        int64_t epoch = 0;
+        bool started;
+        if (s->held || shard_finished(s) || !parents_done(L, s) || (row && row->live))
+            continue;
+        if ((rc = k2p_lease_take(conn, L->o->stream, L->qualified_table, s->shard_id, L->owner,
+                                 L->o->lease_ttl_ms, &epoch, err)))
+            goto out;
+        if (!epoch)
+            continue; /* someone was faster */
+        if (row && row->owner)
+            K2P_LOG(K2P_LOG_LEVEL_INFO, "lease_takeover",
+                    "shard=%s: took over the expired lease of %s", s->shard_id, row->owner);
+        if ((rc = start_held(L, conn, s, epoch, &started, err)))
+            goto out;
+        held++;
+    }
+out:
+    k2p_lease_view_deinit(&v);
+    return rc;
+}
+
+/* Batch mode with --leases: every shard finished (by us or, since we started, by anyone) and
+ * no lease of ours left to give back. */
+static bool leases_all_finished(k2p_loader *L)
+{
+    for (size_t i = 0; i < L->n_shards; i++) {
+        k2p_shard_rt *s = L->shards[i];
+        if (s->held || s->thread_started || !shard_finished(s))
+            return false;
+    }
+    return true;
+}
+
+static int start_ready(k2p_loader *L, PGconn *conn, k2p_err *err)
+{
+    if (L->mode == K2P_LOCK_LEASES)
+        return 0; /* share_tick takes leases and starts readers */
+    if (L->mode == K2P_LOCK_STATIC) {
+        for (size_t i = 0; i < L->n_shards; i++) {
+            k2p_shard_rt *s = L->shards[i];
+            int64_t epoch = 0;
+            bool started;
+            int rc;
+            if (!s->mine || s->ever_started || s->held || shard_finished(s) ||
+                !parents_done(L, s))
+                continue;
+            if (atomic_load(&L->stop_readers))
+                break;
+            /* Ours by the split: taken whoever held it (a replaced pod of the same index is
+             * fenced off by the epoch bump). */
+            if ((rc = k2p_lease_take(conn, L->o->stream, L->qualified_table, s->shard_id,
+                                     L->owner, 0, &epoch, err)) ||
+                (rc = start_held(L, conn, s, epoch, &started, err)))
+                return rc;
+        }
+        return 0;
+    }
     for (size_t i = 0; i < L->n_shards; i++) {
         k2p_shard_rt *s = L->shards[i];
         if (s->thread_started || s->closed_in_state || !parents_done(L, s))
@@ -286,6 +584,7 @@ static int start_ready(k2p_loader *L, k2p_err *err)
             return k2p_err_set(err, K2P_EIO, "cannot start a reader thread for shard %s",
                                s->shard_id);
         s->thread_started = true;
+        s->ever_started = true;
     }
     return 0;
 }
@@ -313,6 +612,13 @@ static const char *state_name(int st)
     return "?";
 }
 
+/* Sharing: the summary lists the shards this process read (or found finished earlier). */
+static bool summarised(const k2p_loader *L, const k2p_shard_rt *s)
+{
+    return L->mode == K2P_LOCK_SINGLE || s->ever_started || s->closed_in_state ||
+           (L->mode == K2P_LOCK_STATIC && s->mine);
+}
+
 /* The summary as one JSON line (--log-format json). */
 static void print_summary_json(k2p_loader *L, const k2p_load_result *res, const char *status)
 {
@@ -335,9 +641,11 @@ static void print_summary_json(k2p_loader *L, const k2p_load_result *res, const 
                    "\"skipped\":%lld,\"seconds\":%.3f,\"shards\":[",
                    status, (long long)res->rows, (long long)res->dead, (long long)res->bytes,
                    (long long)res->skipped, res->seconds);
-    for (size_t i = 0; i < L->n_shards; i++) {
+    for (size_t i = 0, n = 0; i < L->n_shards; i++) {
         k2p_shard_rt *s = L->shards[i];
-        k2p_buf_puts(&b, i ? ",{\"shard\":" : "{\"shard\":");
+        if (!summarised(L, s))
+            continue;
+        k2p_buf_puts(&b, n++ ? ",{\"shard\":" : "{\"shard\":");
         k2p_buf_put_json_str(&b, s->shard_id, strlen(s->shard_id));
         k2p_buf_printf(&b, ",\"rows\":%lld,\"dead_letters\":%lld,\"bytes\":%lld,\"state\":\"%s\"",
                        (long long)atomic_load(&s->committed_rows),
@@ -362,6 +670,7 @@ static void print_summary_json(k2p_loader *L, const k2p_load_result *res, const 
 static void print_summary(k2p_loader *L, const k2p_load_result *res, const char *status)
 {
     FILE *f = L->o->summary;
+    size_t others = 0;
     if (!f)
         return;
     if (k2p_log_json()) {
@@ -374,6 +683,10 @@ static void print_summary(k2p_loader *L, const k2p_load_result *res, const char 
         k2p_shard_rt *s = L->shards[i];
         int st = atomic_load(&s->state);
         char where[K2P_SEQ_BUF + 8] = "";
+        if (!summarised(L, s)) {
+            others++;
+            continue;
+        }
         if (s->ckpt_seq[0])
             snprintf(where, sizeof where, " at %s", s->ckpt_seq);
         else if (st == K2P_READER_PENDING && s->n_parents)
@@ -393,6 +706,9 @@ static void print_summary(k2p_loader *L, const k2p_load_result *res, const char 
             "  total: %lld rows, %lld dead letters, %lld bytes in %.2f s (%.0f rows/s)%s\n",
             (long long)res->rows, (long long)res->dead, (long long)res->bytes, res->seconds,
             res->seconds > 0 ? (double)(res->rows + res->dead) / res->seconds : 0.0, "");
+    if (others)
+        fprintf(f, "  %zu other shard(s) were read by other processes (%s)\n", others,
+                L->mode == K2P_LOCK_LEASES ? "--leases" : "--worker-count");
     if (res->skipped)
         fprintf(f, "  %lld records were already committed by an interrupted run and skipped\n",
                 (long long)res->skipped);
@@ -588,7 +904,7 @@ static void keep_lock(k2p_loader *L, PGconn **conn)
     PQfinish(*conn);
     if (!(*conn = k2p_pg_connect(L->o->pg_conninfo, &e)))
         return; /* still down: the writers wait and retry too */
-    if (k2p_pg_lock_stream_shared(*conn, L->o->stream, L->qualified_table, &e) == 0)
+    if (k2p_pg_lock_mode_shared(*conn, L->o->stream, L->qualified_table, L->mode, &e) == 0)
         K2P_LOG(K2P_LOG_LEVEL_INFO, "lock_retaken", "stream lock held again after reconnecting");
 }
 
@@ -604,6 +920,14 @@ static int validate(const k2p_load_opts *o, k2p_err *err)
         return k2p_err_set(err, K2P_ECONFIG, "--writers must be between 1 and 64");
     if (o->batch_rows < 1 || o->flush_ms < 1)
         return k2p_err_set(err, K2P_ECONFIG, "--batch-rows and --flush-ms must be positive");
+    if (o->worker_count < 0 || o->worker_index < 0 ||
+        (o->worker_count > 0 && o->worker_index >= o->worker_count))
+        return k2p_err_set(err, K2P_ECONFIG,
+                           "--worker-index must be from 0 to --worker-count - 1");
+    if (o->leases && o->worker_count > 0)
+        return k2p_err_set(err, K2P_ECONFIG, "--leases and --worker-count exclude each other");
+    if (o->leases && o->lease_ttl_ms < 1000)
+        return k2p_err_set(err, K2P_ECONFIG, "--lease-ttl-ms must be at least 1000");
     return 0;
 }
 
@@ -672,9 +996,11 @@ int k2p_load_run(const k2p_load_opts *o, k2p_load_result *res, k2p_err *err)
     k2p_plan_ctx ctx;
     k2p_metrics *metrics = NULL;
     int64_t run_id = -1, t0 = k2p_now_ns(), last_progress = t0;
-    int rc, writers_started = 0;
+    int rc, writers_started = 0, seen_at_tick = -1;
     const char *status = "ok";
-    bool relist = false;
+    bool relist = false, looked = false;
+    int64_t last_tick = 0;
+    const int64_t tick_ms = o->leases && o->lease_ttl_ms / 4 < 1000 ? o->lease_ttl_ms / 4 : 1000;
 
     memset(res, 0, sizeof *res);
     if ((rc = validate(o, err)))
@@ -738,23 +1064,49 @@ int k2p_load_run(const k2p_load_opts *o, k2p_load_result *res, k2p_err *err)
         rc = k2p_err_set(err, K2P_ENOMEM, "out of memory");
         goto out;
     }
-    if ((rc = k2p_pg_lock_stream(conn, o->stream, L.qualified_table, err)) ||
-        (rc = k2p_pg_take_ownership(conn, o->stream, L.qualified_table, L.epoch, err)) ||
-        (rc = k2p_pg_load_state(conn, o->stream, L.qualified_table, &L.state, err)))
+    L.mode = o->leases ? K2P_LOCK_LEASES : o->worker_count > 0 ? K2P_LOCK_STATIC : K2P_LOCK_SINGLE;
+    if ((rc = k2p_pg_lock_mode(conn, o->stream, L.qualified_table, L.mode, o->worker_index,
+                               err)) ||
+        (rc = k2p_pg_take_ownership(conn, o->stream, L.qualified_table, L.epoch, err)))
         goto out;
+    if (L.mode == K2P_LOCK_SINGLE) {
+        /* Fence off lease holders that lost their advisory lock (a PostgreSQL restart). */
+        if ((rc = k2p_lease_revoke_all(conn, o->stream, L.qualified_table, err)) ||
+            (rc = k2p_pg_load_state(conn, o->stream, L.qualified_table, &L.state, err)))
+            goto out;
+    } else {
+        k2p_lease_owner_name(L.owner);
+        if ((rc = k2p_lease_register(conn, o->stream, L.qualified_table, L.owner,
+                                     L.mode == K2P_LOCK_LEASES ? "leases" : "static",
+                                     o->lease_ttl_ms > 0 ? o->lease_ttl_ms : 10000, err)))
+            goto out;
+        K2P_LOG(K2P_LOG_LEVEL_INFO, "sharing", "owner=%s mode=%s worker=%d/%d", L.owner,
+                L.mode == K2P_LOCK_LEASES ? "leases" : "static", o->worker_index,
+                o->worker_count);
+    }
     L.run_started_us = k2p_wall_us();
     ctx.from = o->from;
     ctx.run_started_us = L.run_started_us;
     ctx.prev_run_started_us = L.state.prev_run_started_us;
-    if ((rc = k2p_pg_run_begin(conn, o->stream, L.qualified_table, L.run_started_us, &run_id,
+    if (L.mode == K2P_LOCK_SINGLE &&
+        (rc = k2p_pg_run_begin(conn, o->stream, L.qualified_table, L.run_started_us, &run_id,
                                err)))
         goto out;
+    if (L.mode == K2P_LOCK_LEASES) {
+        L.keeper.conninfo = o->pg_conninfo;
+        L.keeper.stream = o->stream;
+        L.keeper.target = L.qualified_table;
+        L.keeper.owner = L.owner;
+        L.keeper.ttl_ms = o->lease_ttl_ms;
+        if ((rc = k2p_lease_keeper_start(&L.keeper, err)))
+            goto out;
+    }
 
     /* Writers and the checkpoint thread first: readers push to them. */
     for (int i = 0; i < o->writers; i++) {
         k2p_writer *w = &L.writers[i];
         if (!(w->conn = k2p_pg_connect(o->pg_conninfo, err)) ||
-            (rc = k2p_pg_lock_stream_shared(w->conn, o->stream, L.qualified_table, err))) {
+            (rc = k2p_pg_lock_mode_shared(w->conn, o->stream, L.qualified_table, L.mode, err))) {
             rc = err->code;
             goto stop;
         }
@@ -775,8 +1127,14 @@ int k2p_load_run(const k2p_load_opts *o, k2p_load_result *res, k2p_err *err)
     }
     L.ckpt_started = true;
 
-    if ((rc = refresh_shards(&L, k, conn, &ctx, err)) || (rc = start_ready(&L, err)))
+    if (L.mode == K2P_LOCK_SINGLE)
+        rc = refresh_shards(&L, k, conn, &ctx, err);
+    else
+        rc = refresh_shards_shared(&L, k, conn, &ctx, &run_id, err);
+    if (rc || (rc = start_ready(&L, conn, err)) ||
+        (L.mode != K2P_LOCK_SINGLE && (rc = share_tick(&L, conn, err))))
         goto stop;
+    last_tick = k2p_now_ns();
     atomic_store(&L.running, true);
 
     /* Wait for events: readers finishing, parents checkpointed as closed, errors, signals. */
@@ -800,6 +1158,27 @@ int k2p_load_run(const k2p_load_opts *o, k2p_load_result *res, k2p_err *err)
             keep_lock(&L, &conn);
             last_progress = k2p_now_ns();
         }
+        /* Sharing: a lease tick every tick_ms, or soon after a reader ended. */
+        if (L.mode != K2P_LOCK_SINGLE && !L.fatal_code && !(o->stop && *o->stop) &&
+            !atomic_load(&L.stop_readers) &&
+            (k2p_now_ns() - last_tick >= tick_ms * 1000000 ||
+             (seen != seen_at_tick && k2p_now_ns() - last_tick >= 100000000LL))) {
+            seen_at_tick = seen;
+            last_tick = k2p_now_ns();
+            if (k2p_pg_conn_broken(conn)) {
+                keep_lock(&L, &conn);
+                if (k2p_pg_conn_broken(conn))
+                    continue; /* PostgreSQL away: the keeper and writers retry too */
+            }
+            if ((rc = share_tick(&L, conn, err))) {
+                if (rc != K2P_EINUSE && k2p_pg_conn_broken(conn)) {
+                    rc = 0; /* a lost connection: next tick */
+                    k2p_err_clear(err);
+                    continue;
+                }
+                break;
+            }
+        }
         if (L.fatal_code || (o->stop && *o->stop)) {
             if (o->stop && *o->stop)
                 atomic_store(&L.signalled, true);
@@ -813,22 +1192,42 @@ int k2p_load_run(const k2p_load_opts *o, k2p_load_result *res, k2p_err *err)
         relist = false;
         for (size_t i = 0; i < L.n_shards; i++) {
             k2p_shard_rt *s = L.shards[i];
-            if (atomic_load(&s->done) && atomic_load(&s->state) == K2P_READER_CLOSED &&
+            if (((atomic_load(&s->done) && atomic_load(&s->state) == K2P_READER_CLOSED) ||
+                 s->db_closed) &&
                 !s->children_listed) {
                 s->children_listed = true;
                 relist = true;
             }
         }
-        if (relist && (rc = refresh_shards(&L, k, conn, &ctx, err)))
+        if (relist && (rc = L.mode == K2P_LOCK_SINGLE
+                                 ? refresh_shards(&L, k, conn, &ctx, err)
+                                 : refresh_shards_shared(&L, k, conn, &ctx, NULL, err)))
             break;
-        if ((rc = start_ready(&L, err)))
+        if ((rc = start_ready(&L, conn, err)))
             break;
+        if (L.mode == K2P_LOCK_LEASES) {
+            /* Batch: done once every shard was read to its tip since we started (by anyone)
+             * or is closed, and our leases are given back (see docs/operations.md). */
+            if (!o->follow && leases_all_finished(&L))
+                break;
+            continue;
+        }
+        if (running_readers(&L) > 0)
+            looked = false;
+        else if (!o->follow && L.mode == K2P_LOCK_STATIC && !looked) {
+            /* Before leaving, look once more at the parents other workers close: a child of
+             * theirs may have become ready. */
+            looked = true;
+            if ((rc = share_tick(&L, conn, err)))
+                break;
+            continue;
+        }
         if (!o->follow && running_readers(&L) == 0) {
             /* Anything left to start must wait for a parent that is still being committed. */
             bool waiting = false;
             for (size_t i = 0; i < L.n_shards; i++) {
                 k2p_shard_rt *s = L.shards[i];
-                if (s->thread_started || s->closed_in_state)
+                if (s->thread_started || s->ever_started || s->closed_in_state || !s->mine)
                     continue;
                 for (size_t j = 0; j < s->n_parents; j++) {
                     k2p_shard_rt *p = find_shard(&L, s->parents[j]);
@@ -870,6 +1269,27 @@ stop:
         rc = L.fatal_code;
         k2p_err_set(err, rc, "%s", L.fatal_msg);
     }
+    if (L.mode != K2P_LOCK_SINGLE && conn) {
+        /* Give our leases back at once (a crash leaves them to expire). A shard read to its tip
+         * and wholly committed tells the others so (tip_at). */
+        k2p_err e2 = {0};
+        k2p_lease_keeper_stop(&L.keeper);
+        if (k2p_pg_conn_broken(conn)) {
+            PQfinish(conn);
+            conn = k2p_pg_connect(o->pg_conninfo, &e2);
+        }
+        for (size_t i = 0; conn && !rc && !L.fatal_code && L.mode == K2P_LOCK_LEASES &&
+                           i < L.n_shards;
+             i++) {
+            k2p_shard_rt *s = L.shards[i];
+            if (s->held && atomic_load(&s->state) == K2P_READER_CAUGHT_UP &&
+                atomic_load(&s->ckpt_saved_batches) == s->next_batch_no)
+                k2p_lease_release(conn, o->stream, L.qualified_table, s->shard_id, L.owner,
+                                  s->lease_epoch, (k2p_now_ns() - s->tip_call_ns) / 1000, &e2);
+        }
+        if (conn)
+            k2p_lease_release_all(conn, o->stream, L.qualified_table, L.owner, &e2);
+    }
     if (rc)
         status = "failed";
     else if (o->stop && *o->stop)
@@ -889,6 +1309,7 @@ stop:
     progress(&L, t0, true);
     print_summary(&L, res, status);
 out:
+    k2p_lease_keeper_stop(&L.keeper);
     k2p_metrics_stop(metrics); /* before the state it reads goes away */
     k2p_kinesis_free(k);
     PQfinish(conn);

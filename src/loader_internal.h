@@ -23,6 +23,7 @@
 #include "kinesis2pg/kinesis_client.h"
 #include "kinesis2pg/loader.h"
 #include "kinesis2pg/ring.h"
+#include "lease.h"
 #include "pg_state.h"
 
 #define K2P_SEQ_BUF 132
@@ -98,6 +99,26 @@ typedef struct k2p_shard_rt {
     bool ckpt_tip_empty;
     atomic_bool done; /* closed and persisted: children may start (set by checkpoint thread) */
     atomic_llong ckpt_saved_us; /* wall time the checkpoint was last persisted (0: never) */
+    /* Batches the checkpoint thread has taken and persisted (or that needed no persisting):
+     * equal to next_batch_no once the reader is joined, the shard is drained. Release store
+     * by the checkpoint thread; the coordinator's acquire load orders its later writes of
+     * ckpt_seq after the checkpoint thread's last access. */
+    atomic_ullong ckpt_saved_batches;
+
+    /* Sharing the stream (--leases, --worker-count; lease.h). Coordinator only, unless said. */
+    bool mine;            /* static split: this worker's shard (always true with --leases) */
+    bool held;            /* we hold its lease: reader running, or draining before release */
+    bool releasing;       /* asked to stop for balance: give the lease back once drained */
+    bool finished;        /* batch: read to the tip since this process started, or closed */
+    bool db_closed;       /* checkpoints.closed seen by a lease tick */
+    bool ever_started;    /* a reader ran in this process (summary) */
+    /* The epoch of our lease. Written only while no batch of the shard is in flight; writers
+     * and the checkpoint thread read it for the shard's batches (ordered by thread start and
+     * the rings). */
+    int64_t lease_epoch;
+    k2p_stream_state own; /* the shard's row and ledger, read when its lease was taken */
+    atomic_bool stop;     /* reader: give the shard up (lease released for balance) */
+    int64_t tip_call_ns;  /* reader: when the GetRecords that found the tip was sent */
 } k2p_shard_rt;
 
 typedef struct k2p_batch {
@@ -134,6 +155,9 @@ typedef struct k2p_writer {
 
 typedef struct k2p_loader {
     const k2p_load_opts *o;
+    k2p_lock_mode mode;        /* single loader, --leases or --worker-count */
+    char owner[K2P_OWNER_BUF]; /* our name in kinesis2pg.leases / workers (sharing modes) */
+    k2p_lease_keeper keeper;   /* --leases: renews our leases */
     char *qualified_table; /* "schema"."table", quoted */
     char epoch[24];        /* our ownership epoch of (stream, target): see k2p_pg_take_ownership */
     char consumer_arn[2048]; /* --consumer: read with SubscribeToShard as this ("": polling) */
@@ -197,6 +221,14 @@ void k2p_batch_free(k2p_batch *b);
 void *k2p_reader_main(void *arg);  /* arg: k2p_shard_rt */
 void *k2p_writer_main(void *arg);  /* arg: k2p_writer */
 void *k2p_ckpt_main(void *arg);    /* arg: k2p_loader */
+
+/* Runs the ownership fence inside a transaction that commits batches of shards[0..n) (distinct)
+ * on conn: the owners epoch of (stream, target) for a single loader, the (shard, epoch) leases
+ * otherwise. Returns the result (the caller clears it; NULL when out of memory) and in *want the
+ * rows a fence that holds returns: fewer means another process took over. Writer and checkpoint
+ * threads. */
+PGresult *k2p_loader_fence(k2p_loader *L, PGconn *conn, k2p_shard_rt *const *shards, size_t n,
+                           int *want);
 
 /* Adds a shard to a writer's list (coordinator). */
 int k2p_writer_add_shard(k2p_writer *w, k2p_shard_rt *s);

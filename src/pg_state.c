@@ -51,6 +51,24 @@ static const char state_ddl[] =
     "  target text NOT NULL,\n"
     "  epoch bigint NOT NULL,\n"
     "  PRIMARY KEY (stream, target));\n"
+    "CREATE TABLE IF NOT EXISTS kinesis2pg.leases (\n"
+    "  stream text NOT NULL,\n"
+    "  target text NOT NULL,\n"
+    "  shard_id text NOT NULL,\n"
+    "  owner text,\n"
+    "  epoch bigint NOT NULL DEFAULT 0,\n"
+    "  expires_at timestamptz,\n"
+    "  tip_at timestamptz,\n"
+    "  updated_at timestamptz NOT NULL DEFAULT now(),\n"
+    "  PRIMARY KEY (stream, target, shard_id));\n"
+    "CREATE TABLE IF NOT EXISTS kinesis2pg.workers (\n"
+    "  stream text NOT NULL,\n"
+    "  target text NOT NULL,\n"
+    "  owner text NOT NULL,\n"
+    "  mode text NOT NULL,\n"
+    "  started_at timestamptz NOT NULL,\n"
+    "  expires_at timestamptz,\n"
+    "  PRIMARY KEY (stream, target, owner));\n"
     "CREATE TABLE IF NOT EXISTS kinesis2pg.dead_letters (\n"
     "  stream text NOT NULL,\n"
     "  target text NOT NULL,\n"
@@ -248,41 +266,112 @@ out:
 
 int k2p_pg_lock_stream(PGconn *c, const char *stream, const char *target, k2p_err *err)
 {
-    const char *params[] = {stream, target};
-    PGresult *r = PQexecParams(c,
-                               "SELECT pg_try_advisory_lock(" K2P_LOCK_KEY "), "
-                               "pg_advisory_lock_shared(" K2P_LOCK_KEY "), "
-                               "pg_advisory_unlock(" K2P_LOCK_KEY ")",
-                               2, NULL, params, NULL, NULL, 0);
+    return k2p_pg_lock_mode(c, stream, target, K2P_LOCK_SINGLE, 0, err);
+}
+
+/* The advisory lock keys of the three ways to run (see k2p_pg_lock_mode). $1 stream, $2 target,
+ * $3 worker index. */
+static const char *const mode_key[] = {
+    K2P_LOCK_KEY,
+    "hashtext('kinesis2pg-leases:' || $1 || ':' || $2)",
+    "hashtext('kinesis2pg-static:' || $1 || ':' || $2)",
+};
+
+static const char *const mode_busy[] = {
+    "another kinesis2pg is loading stream '%s' into %s; wait for it to finish",
+    "kinesis2pg processes with --leases are loading stream '%s' into %s; stop them first, or "
+    "run this one with --leases too",
+    "kinesis2pg workers with --worker-count are loading stream '%s' into %s; stop them first, "
+    "or run this one as one of them",
+};
+
+/* Runs a one-row query of booleans; *ok = row 0 column 0 is true. */
+static int lock_query(PGconn *c, const char *sql, int n, const char *const *params, bool *ok,
+                      k2p_err *err)
+{
+    PGresult *r = PQexecParams(c, sql, n, NULL, params, NULL, NULL, 0);
     int rc = 0;
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         char msg[300];
         rc = k2p_err_set(err, K2P_EIO, "PostgreSQL: %s", pg_msg(c, r, msg, sizeof msg));
-    } else if (strcmp(PQgetvalue(r, 0, 0), "t") != 0) {
-        PGresult *u = PQexecParams(c, "SELECT pg_advisory_unlock_shared(" K2P_LOCK_KEY ")", 2,
-                                   NULL, params, NULL, NULL, 0);
-        PQclear(u);
-        rc = k2p_err_set(err, K2P_EINUSE,
-                         "another kinesis2pg is loading stream '%s' into %s; wait for it to "
-                         "finish",
-                         stream, target);
+    } else if (ok) {
+        *ok = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
     }
     PQclear(r);
     return rc;
 }
 
-int k2p_pg_lock_stream_shared(PGconn *c, const char *stream, const char *target, k2p_err *err)
+int k2p_pg_lock_mode(PGconn *c, const char *stream, const char *target, k2p_lock_mode mode,
+                     int index, k2p_err *err)
 {
     const char *params[] = {stream, target};
-    PGresult *r = PQexecParams(c, "SELECT pg_advisory_lock_shared(" K2P_LOCK_KEY ")", 2, NULL,
-                               params, NULL, NULL, 0);
-    int rc = 0;
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        char msg[300];
-        rc = k2p_err_set(err, K2P_EIO, "PostgreSQL: %s", pg_msg(c, r, msg, sizeof msg));
+    char sql[512];
+    bool ok = false;
+    int rc;
+
+    /* 1. Our own lock. Single: exclusively first (nobody else loads), then shared like its
+     *    writers. Leases, static: shared, as every process of the group holds it. */
+    if (mode == K2P_LOCK_SINGLE)
+        snprintf(sql, sizeof sql,
+                 "SELECT pg_try_advisory_lock(%s), pg_advisory_lock_shared(%s), "
+                 "pg_advisory_unlock(%s)",
+                 mode_key[0], mode_key[0], mode_key[0]);
+    else
+        snprintf(sql, sizeof sql, "SELECT pg_try_advisory_lock_shared(%s)", mode_key[mode]);
+    if ((rc = lock_query(c, sql, 2, params, &ok, err)))
+        return rc;
+    if (!ok) {
+        if (mode == K2P_LOCK_SINGLE) {
+            snprintf(sql, sizeof sql, "SELECT pg_advisory_unlock_shared(%s)", mode_key[0]);
+            lock_query(c, sql, 2, params, NULL, NULL);
+        }
+        return k2p_err_set(err, K2P_EINUSE, mode_busy[0], stream, target);
     }
-    PQclear(r);
-    return rc;
+    /* 2. Nobody runs in another way: each other key must be free (taken and given back at
+     *    once). Two processes of different ways starting together may both be refused. */
+    for (int m = K2P_LOCK_SINGLE; m <= K2P_LOCK_STATIC; m++) {
+        if (m == (int)mode)
+            continue;
+        snprintf(sql, sizeof sql,
+                 "SELECT CASE WHEN pg_try_advisory_lock(%s) THEN pg_advisory_unlock(%s) "
+                 "ELSE false END",
+                 mode_key[m], mode_key[m]);
+        if ((rc = lock_query(c, sql, 2, params, &ok, err)))
+            return rc;
+        if (!ok)
+            return k2p_err_set(err, K2P_EINUSE, mode_busy[m], stream, target);
+    }
+    /* 3. Static: one process per worker index (kept exclusively by this session). */
+    if (mode == K2P_LOCK_STATIC) {
+        char idx[16];
+        const char *p3[] = {stream, target, idx};
+        snprintf(idx, sizeof idx, "%d", index);
+        if ((rc = lock_query(c,
+                             "SELECT pg_try_advisory_lock(hashtext('kinesis2pg-static:' || $1 || "
+                             "':' || $2 || ':' || $3))",
+                             3, p3, &ok, err)))
+            return rc;
+        if (!ok)
+            return k2p_err_set(err, K2P_EINUSE,
+                               "another kinesis2pg is loading worker %d of stream '%s' into %s; "
+                               "every worker needs its own --worker-index",
+                               index, stream, target);
+    }
+    return 0;
+}
+
+int k2p_pg_lock_stream_shared(PGconn *c, const char *stream, const char *target, k2p_err *err)
+{
+    return k2p_pg_lock_mode_shared(c, stream, target, K2P_LOCK_SINGLE, err);
+}
+
+int k2p_pg_lock_mode_shared(PGconn *c, const char *stream, const char *target,
+                            k2p_lock_mode mode, k2p_err *err)
+{
+    const char *params[] = {stream, target};
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT pg_advisory_lock_shared(%s)", mode_key[mode]);
+    return lock_query(c, sql, 2, params, NULL, err);
 }
 
 void k2p_stream_state_deinit(k2p_stream_state *s)
@@ -328,7 +417,13 @@ static int query(PGconn *c, const char *sql, int n, const char *const *params, P
 int k2p_pg_load_state(PGconn *c, const char *stream, const char *target, k2p_stream_state *out,
                       k2p_err *err)
 {
-    const char *params[] = {stream, target};
+    return k2p_pg_load_state_shard(c, stream, target, NULL, out, err);
+}
+
+int k2p_pg_load_state_shard(PGconn *c, const char *stream, const char *target,
+                            const char *shard_id, k2p_stream_state *out, k2p_err *err)
+{
+    const char *params[] = {stream, target, shard_id};
     PGresult *r = NULL;
     int rc, n;
 
@@ -338,8 +433,9 @@ int k2p_pg_load_state(PGconn *c, const char *stream, const char *target, k2p_str
                "SELECT shard_id, sequence_number::text, "
                "(extract(epoch FROM start_at) * 1000000)::bigint, closed, "
                "parent_shard_ids[1], parent_shard_ids[2] "
-               "FROM kinesis2pg.checkpoints WHERE stream = $1 AND target = $2 ORDER BY shard_id",
-               2, params, &r, err);
+               "FROM kinesis2pg.checkpoints WHERE stream = $1 AND target = $2 "
+               "AND ($3::text IS NULL OR shard_id = $3) ORDER BY shard_id",
+               3, params, &r, err);
     if (rc)
         return rc;
     n = PQntuples(r);
@@ -369,10 +465,10 @@ int k2p_pg_load_state(PGconn *c, const char *stream, const char *target, k2p_str
                "SELECT l.shard_id, l.first_seq::text, l.last_seq::text "
                "FROM kinesis2pg.ledger l LEFT JOIN kinesis2pg.checkpoints c "
                "  ON c.stream = l.stream AND c.target = l.target AND c.shard_id = l.shard_id "
-               "WHERE l.stream = $1 AND l.target = $2 "
+               "WHERE l.stream = $1 AND l.target = $2 AND ($3::text IS NULL OR l.shard_id = $3) "
                "  AND (c.sequence_number IS NULL OR l.last_seq > c.sequence_number) "
                "ORDER BY l.shard_id, l.first_seq",
-               2, params, &r, err);
+               3, params, &r, err);
     if (rc)
         return rc;
     n = PQntuples(r);

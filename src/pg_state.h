@@ -60,11 +60,27 @@ int k2p_pg_setup(PGconn *c, const char *schema, const char *table, bool raw, boo
  * a NUL. */
 char *k2p_pg_target_name(const char *schema, const char *table);
 
-/* One loader per (stream, target): takes the session advisory lock exclusively to check that
- * nobody holds it, then keeps it in shared mode. K2P_EINUSE when another loader holds it. */
-int k2p_pg_lock_stream(PGconn *c, const char *stream, const char *target, k2p_err *err);
+/* How the processes loading one (stream, target) share it. */
+typedef enum k2p_lock_mode {
+    K2P_LOCK_SINGLE = 0, /* one loader (the default) */
+    K2P_LOCK_LEASES,     /* --leases: any number, shards shared through kinesis2pg.leases */
+    K2P_LOCK_STATIC,     /* --worker-count: one per worker index, shards split by hash */
+} k2p_lock_mode;
 
-/* The running loader's other sessions (writers, on every connect) hold the lock shared. */
+/* Session advisory locks, one key per way of running. Single: the key is taken exclusively to
+ * check that nobody holds it, then kept in shared mode, so one loader runs at a time. Leases
+ * and static: the group's key is kept shared by every process of the group (static also keeps
+ * a key of its worker index exclusively). In every mode the other ways' keys must be free, so
+ * the three never mix. K2P_EINUSE with a message saying who runs. */
+int k2p_pg_lock_mode(PGconn *c, const char *stream, const char *target, k2p_lock_mode mode,
+                     int index, k2p_err *err);
+
+/* The running loader's other sessions (writers, on every connect) hold its mode's key shared. */
+int k2p_pg_lock_mode_shared(PGconn *c, const char *stream, const char *target,
+                            k2p_lock_mode mode, k2p_err *err);
+
+/* k2p_pg_lock_mode / _shared with K2P_LOCK_SINGLE. */
+int k2p_pg_lock_stream(PGconn *c, const char *stream, const char *target, k2p_err *err);
 int k2p_pg_lock_stream_shared(PGconn *c, const char *stream, const char *target, k2p_err *err);
 
 /* Fencing. A session advisory lock does not survive a PostgreSQL restart, so a second loader
@@ -80,6 +96,11 @@ extern const char k2p_pg_fence_sql[];
 /* Reads checkpoints, ledger ranges above them and the previous run's start. */
 int k2p_pg_load_state(PGconn *c, const char *stream, const char *target, k2p_stream_state *out,
                       k2p_err *err);
+
+/* The same for one shard (shard_id NULL: all): its row and its ledger ranges, read afresh when
+ * a process takes the shard's lease (its last owner may have committed since). */
+int k2p_pg_load_state_shard(PGconn *c, const char *stream, const char *target,
+                            const char *shard_id, k2p_stream_state *out, k2p_err *err);
 
 /* Records where a shard without a checkpoint starts (start_at_us -1 = TRIM_HORIZON). Does
  * nothing when the shard already has a row. */

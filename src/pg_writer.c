@@ -154,19 +154,37 @@ static int copy_in(k2p_writer *w, const char *sql, pending *p, size_t off, const
     return rc;
 }
 
-/* Inside the transaction: are we still the owner of (stream, target)? */
-static int fence(k2p_writer *w, k2p_err *err)
+/* Inside the transaction: are we still the owner of (stream, target), or of the lease of every
+ * shard in p? (k2p_loader_fence) */
+static int fence(k2p_writer *w, const pending *p, k2p_err *err)
 {
     k2p_loader *L = w->L;
-    const char *params[] = {L->o->stream, L->qualified_table, L->epoch};
-    PGresult *r = PQexecParams(w->conn, k2p_pg_fence_sql, 3, NULL, params, NULL, NULL, 0);
-    int rc = 0;
+    k2p_shard_rt **shards = malloc((p->n + 1) * sizeof *shards);
+    PGresult *r;
+    size_t n = 0;
+    int want = 0, rc = 0;
+
+    if (!shards)
+        return k2p_err_set(err, K2P_ENOMEM, "out of memory");
+    /* A shard's batches are kept together in p: distinct shards are the changes. */
+    for (size_t i = 0; i < p->n; i++)
+        if (n == 0 || shards[n - 1] != p->b[i]->shard)
+            shards[n++] = p->b[i]->shard;
+    r = k2p_loader_fence(L, w->conn, shards, n, &want);
+    free(shards);
+    if (!r)
+        return k2p_err_set(err, K2P_ENOMEM, "out of memory");
     if (PQresultStatus(r) != PGRES_TUPLES_OK)
         rc = pg_fail(w, r, "ownership check", err);
-    else if (PQntuples(r) != 1)
+    else if (PQntuples(r) != want)
         rc = k2p_err_set(err, K2P_EINUSE,
-                         "another kinesis2pg took over stream '%s' into %s (this one lost its "
-                         "lock, e.g. when PostgreSQL restarted); stopping without committing",
+                         L->mode == K2P_LOCK_SINGLE
+                             ? "another kinesis2pg took over stream '%s' into %s (this one lost "
+                               "its lock, e.g. when PostgreSQL restarted); stopping without "
+                               "committing"
+                             : "another kinesis2pg took over a shard of stream '%s' into %s "
+                               "(this process did not renew its lease within --lease-ttl-ms: "
+                               "paused, or cut off from PostgreSQL); stopping without committing",
                          L->o->stream, L->qualified_table);
     PQclear(r);
     return rc;
@@ -250,7 +268,7 @@ static int commit_pending(k2p_writer *w, pending *p, bool *commit_sent, k2p_err 
     k2p_buf_init(&sql, 0);
     if ((rc = ledger_rows_of(p, &lr, err)))
         goto out;
-    if ((rc = exec_cmd(w, "BEGIN", 0, NULL, "BEGIN", err)) || (rc = fence(w, err)))
+    if ((rc = exec_cmd(w, "BEGIN", 0, NULL, "BEGIN", err)) || (rc = fence(w, p, err)))
         goto out;
     if (rows) {
         k2p_buf_reset(&sql);
@@ -343,7 +361,8 @@ static int flush(k2p_writer *w, pending *p)
             w->conn = k2p_pg_connect(L->o->pg_conninfo, &err);
             rc = w->conn ? 0 : K2P_ERETRY;
             /* Back after a restart: hold the stream lock again before committing anything. */
-            if (!rc && k2p_pg_lock_stream_shared(w->conn, L->o->stream, L->qualified_table, &err))
+            if (!rc && k2p_pg_lock_mode_shared(w->conn, L->o->stream, L->qualified_table, L->mode,
+                                               &err))
                 rc = K2P_ERETRY;
         } else {
             rc = 0;

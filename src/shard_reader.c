@@ -372,6 +372,10 @@ static int on_event(void *ud, const k2p_subscribe_event *ev)
         set_state(s, K2P_READER_STOPPED, "%s", stop_reason(L));
         return K2P_SUB_STOP;
     }
+    if (atomic_load(&s->stop)) {
+        set_state(s, K2P_READER_STOPPED, "%s", "lease given to another process");
+        return K2P_SUB_STOP;
+    }
     /* After a re-subscription, nothing at or before what was taken is taken again. */
     while (skip < view.n && s->last_seq[0] && k2p_seq_cmps(view.recs[skip].seq, s->last_seq) <= 0)
         skip++;
@@ -427,6 +431,7 @@ static int on_event(void *ud, const k2p_subscribe_event *ev)
         return K2P_SUB_STOP;
     }
     if (caught_up && !o->follow) {
+        s->tip_call_ns = k2p_now_ns(); /* the event came after the run started */
         set_state(s, K2P_READER_CAUGHT_UP, "%s", "");
         return K2P_SUB_STOP;
     }
@@ -531,6 +536,10 @@ void *k2p_reader_main(void *arg)
             set_state(s, K2P_READER_STOPPED, "%s", stop_reason(L));
             break;
         }
+        if (atomic_load(&s->stop)) {
+            set_state(s, K2P_READER_STOPPED, "%s", "lease given to another process");
+            break;
+        }
         limit = claim_quota(L);
         if (!limit) {
             set_state(s, K2P_READER_STOPPED, "%s",
@@ -631,6 +640,7 @@ void *k2p_reader_main(void *arg)
             k2p_batch_free(b); /* nothing read */
         }
         if (caught_up && !o->follow) {
+            s->tip_call_ns = last_call;
             set_state(s, K2P_READER_CAUGHT_UP, "%s", "");
             break;
         }

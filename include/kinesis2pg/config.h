@@ -97,6 +97,10 @@ typedef struct k2p_config {
     /* Operations. */
     k2p_log_format log_format;
     k2p_log_level log_level;
+    bool leases;          /* load --leases */
+    int64_t lease_ttl_ms; /* 10000 */
+    int64_t worker_index; /* --worker-index (JOB_COMPLETION_INDEX), 0 */
+    int64_t worker_count; /* --worker-count (KINESIS2PG_WORKER_COUNT), 0 = off */
     char *metrics_addr; /* HOST:PORT as given, or NULL */
     char *metrics_host; /* parsed from metrics_addr ("0.0.0.0" for ":PORT"; no brackets) */
     int metrics_port;   /* 0..65535 */

@@ -45,6 +45,10 @@ typedef struct k2p_load_opts {
     int idle_ms;        /* sleep at the tip in follow mode (1000) */
     int64_t memory_bytes; /* bytes of encoded rows in flight between readers and writers */
     int kinesis_max_attempts; /* 0: client default */
+    bool leases;              /* share shards with other --leases processes (lease.h) */
+    int lease_ttl_ms;         /* lease lifetime without renewal */
+    int worker_index;         /* static split: this worker (with worker_count > 0) */
+    int worker_count;         /* static split over this many workers; 0: off */
     /* Set to nonzero (from a signal handler) to stop: readers stop, writers drain, exit 0. */
     volatile sig_atomic_t *stop;
     FILE *summary; /* where the end-of-run summary goes (stderr); NULL: none */

@@ -269,6 +269,14 @@ static inline size_t k2p_ring_size(k2p_ring *r)
     return n > r->mask + 1 ? r->mask + 1 : n;
 }
 
+/* Opens a closed ring again for a new producer: only once the old producer thread is gone and
+ * before the new one starts. The consumer just sees it open again. */
+static inline void k2p_ring_reopen(k2p_ring *r)
+{
+    /* Pairs with the acquire loads in k2p_ring_is_closed(). */
+    atomic_store_explicit(&r->closed, 0, memory_order_release);
+}
+
 /* Marks the ring closed and wakes both sides. Idempotent. Any thread. */
 static inline void k2p_ring_close(k2p_ring *r)
 {

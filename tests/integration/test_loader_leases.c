@@ -1,0 +1,406 @@
+/* test_loader_leases.c - several kinesis2pg processes on one stream and table (issue 7):
+ * --leases (per-shard leases in PostgreSQL, balance, takeover) and the static split
+ * (--worker-count / --worker-index).
+ *
+ *  - Three `load --leases` processes on one stream of 32 shards preloaded in tests/mock_kinesis
+ *    (96,000 records of ~100 bytes, 100 per GetRecords: ~6 s of reading for the three), without
+ *    the primary key so a record loaded twice would be an extra row. Once the shards are
+ *    spread over the three and rows are coming in, the one holding the most leases is killed
+ *    with SIGKILL; its leases must all be taken over within the TTL (3 s) plus two ticks, and
+ *    the two others must exit 0 with the table equal to the preloaded set, every checkpoint at
+ *    its shard's last record.
+ *  - One of two --leases processes is paused (SIGSTOP) past its TTL: its leases are taken over
+ *    while it is alive; resumed, it commits nothing more for them and exits 1 ("took over");
+ *    the table is exact.
+ *  - The static split: three workers (--worker-count 3, indexes 0..2, one from
+ *    JOB_COMPLETION_INDEX) loading at the same time: the exact set, each shard's rows written by
+ *    the worker k2p_static_worker_of() names (checked through the lease owners' pids), and a
+ *    second worker with the same index is refused.
+ *  - Ways of running never mix: a single loader is refused while --leases processes run.
+ *  - Bad settings (index >= count, negative, --worker-index without a count, --leases with a
+ *    count) exit 2 with one line.
+ *
+ * Threading: single-threaded; the loaders and the mock are child processes.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "fault_testlib.h"
+#include "kinesis2pg/common.h"
+#include "lease.h"
+
+#define SHARDS 32
+#define RECORDS 96000
+#define RECORD_SIZE 100
+#define TTL_MS 3000
+#define PROCS 3
+
+static k2p_lt g;
+static k2p_test_mock mk;
+static k2p_lt_set g_set;
+
+static int setup(void **state)
+{
+    (void)state;
+    k2p_ft_seed("test_loader_leases");
+    return k2p_lt_start_pg_only(&g) == 0 ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    if (mk.pid > 0)
+        k2p_test_mock_stop(&mk);
+    k2p_lt_set_free(&g_set);
+    k2p_lt_stop(&g);
+    return 0;
+}
+
+/* Leases held (live) by the process with this pid. */
+static int64_t leases_of(pid_t pid)
+{
+    if (!k2p_lt_i64(&g, "SELECT (to_regclass('kinesis2pg.leases') IS NOT NULL)::int"))
+        return 0;
+    return k2p_lt_i64(&g,
+                      "SELECT count(*) FROM kinesis2pg.leases WHERE owner LIKE '%%:%ld:%%'"
+                      " AND expires_at > clock_timestamp()",
+                      (long)pid);
+}
+
+static void test_three_processes_kill9_one(void **state)
+{
+    const char *stream = "lease_kill";
+    static const char *const extra[] = {"--leases",     "--lease-ttl-ms", "3000",
+                                        "--chunk-size", "100",            "--writers",
+                                        "2",            "--batch-rows",   "2000",
+                                        "--flush-ms",   "100",            "--no-primary-key",
+                                        NULL};
+    const char **args = k2p_ft_args(stream, extra);
+    char logs[PROCS][320];
+    pid_t pids[PROCS], victim = 0;
+    int status[PROCS] = {0}, victim_i = -1;
+    int64_t t0, t_kill, most = -1, rows;
+    (void)state;
+    K2P_LT_REQUIRE(&g);
+    k2p_lt_set_free(&g_set);
+
+    k2p_ft_mock_preload(&g, &mk, stream, SHARDS, RECORDS, RECORD_SIZE, NULL, &g_set);
+    t0 = k2p_ft_ms();
+    for (int i = 0; i < PROCS; i++) {
+        snprintf(logs[i], sizeof logs[i], "%s/%s-%d.log", g.tmpdir, stream, i);
+        pids[i] = k2p_lt_spawn_loader(&g, args, logs[i]);
+    }
+    /* Wait until every process holds leases (the balance settled) and rows come in. */
+    for (;;) {
+        int all = 1;
+        if (k2p_ft_ms() - t0 > 30000)
+            fail_msg("the three processes did not each take leases within 30 s");
+        for (int i = 0; i < PROCS; i++) {
+            int st;
+            if (k2p_lt_wait_pid(pids[i], 0, &st)) {
+                k2p_ft_print_tail(logs[i], 6000);
+                fail_msg("process %d exited (status 0x%x) before the kill", i, st);
+            }
+            all &= leases_of(pids[i]) > 0;
+        }
+        if (all && k2p_lt_count(&g, "kinesis", stream) >= RECORDS / 10)
+            break;
+        usleep(50000);
+    }
+    for (int i = 0; i < PROCS; i++) {
+        int64_t n = leases_of(pids[i]);
+        fprintf(stderr, "  process %d (pid %ld) holds %lld lease(s)\n", i, (long)pids[i],
+                (long long)n);
+        if (n > most) {
+            most = n;
+            victim_i = i;
+        }
+    }
+    victim = pids[victim_i];
+    rows = k2p_lt_count(&g, "kinesis", stream);
+    if (rows >= RECORDS)
+        fail_msg("the load was over before the kill: make it longer");
+    kill(victim, SIGKILL);
+    while (waitpid(victim, &status[victim_i], 0) < 0)
+        ;
+    t_kill = k2p_ft_ms();
+    fprintf(stderr, "  killed process %d after %.1f s with %lld of %d rows in\n", victim_i,
+            (double)(t_kill - t0) / 1000, (long long)rows, RECORDS);
+
+    /* Its leases are taken over within the TTL plus two ticks (750 ms each), and margin. */
+    for (;;) {
+        int64_t left = k2p_lt_i64(&g,
+                                  "SELECT count(*) FROM kinesis2pg.leases WHERE owner LIKE"
+                                  " '%%:%ld:%%'",
+                                  (long)victim);
+        if (left == 0)
+            break;
+        if (k2p_ft_ms() - t_kill > TTL_MS + 1500 + 3000)
+            fail_msg("%lld lease(s) of the killed process were not taken over %d ms after"
+                     " the kill",
+                     (long long)left, TTL_MS + 4500);
+        usleep(50000);
+    }
+    fprintf(stderr, "  its leases were taken over %.1f s after the kill\n",
+            (double)(k2p_ft_ms() - t_kill) / 1000);
+    for (int i = 0; i < PROCS; i++) {
+        if (i == victim_i)
+            continue;
+        status[i] = k2p_ft_reap(pids[i], 120000, logs[i], "surviving --leases process");
+        k2p_ft_expect_status(status[i], 0, logs[i], "surviving --leases process");
+    }
+    fprintf(stderr, "  survivors done %.1f s after start\n", (double)(k2p_ft_ms() - t0) / 1000);
+    {
+        int took = 0;
+        for (int i = 0; i < PROCS; i++) {
+            char *log = i == victim_i ? NULL : k2p_ft_slurp(logs[i]);
+            if (log) {
+                took += k2p_ft_count_lines(log, "took over the expired lease");
+                free(log);
+            }
+        }
+        if (took < 1)
+            fail_msg("no survivor logged a takeover");
+    }
+    k2p_lt_assert_table(&g, "kinesis", stream, stream, &g_set, K2P_LT_JSON);
+    k2p_lt_assert_checkpoints(&g, stream, &g_set);
+    /* No lease is left held, no worker row of the survivors is left. */
+    assert_int_equal(k2p_lt_i64(&g, "SELECT count(*) FROM kinesis2pg.leases WHERE owner IS NOT"
+                                    " NULL"),
+                     0);
+    /* A rerun with --leases finds nothing new. */
+    {
+        k2p_lt_run r;
+        k2p_lt_run_loader(&g, args, 120, &r);
+        k2p_lt_expect_exit(&r, 0, "rerun");
+        k2p_lt_run_free(&r);
+        assert_int_equal(k2p_lt_count(&g, "kinesis", stream), RECORDS);
+    }
+    free(args);
+    k2p_ft_mock_stop(&mk);
+    k2p_lt_set_free(&g_set);
+}
+
+/* A process paused (SIGSTOP) past its TTL loses its leases while alive; resumed, it must commit
+ * nothing more for them: it stops with exit 1, and the table stays exact. */
+static void test_paused_process_is_fenced(void **state)
+{
+    const char *stream = "lease_pause";
+    static const char *const extra[] = {"--leases",     "--lease-ttl-ms", "2000",
+                                        "--chunk-size", "100",            "--flush-ms",
+                                        "100",          "--no-primary-key", NULL};
+    const char **args = k2p_ft_args(stream, extra);
+    char logs[2][320];
+    pid_t pids[2];
+    int64_t t0;
+    int st;
+    char *log;
+    (void)state;
+    K2P_LT_REQUIRE(&g);
+    k2p_lt_set_free(&g_set);
+
+    k2p_ft_mock_preload(&g, &mk, stream, 8, 48000, RECORD_SIZE, NULL, &g_set);
+    t0 = k2p_ft_ms();
+    for (int i = 0; i < 2; i++) {
+        snprintf(logs[i], sizeof logs[i], "%s/%s-%d.log", g.tmpdir, stream, i);
+        pids[i] = k2p_lt_spawn_loader(&g, args, logs[i]);
+    }
+    while (leases_of(pids[0]) == 0 || leases_of(pids[1]) == 0 ||
+           k2p_lt_count(&g, "kinesis", stream) < 2000) {
+        if (k2p_ft_ms() - t0 > 30000)
+            fail_msg("the two processes did not both take leases within 30 s");
+        usleep(50000);
+    }
+    kill(pids[0], SIGSTOP);
+    /* Paused past the TTL: the other one takes its leases over. */
+    while (leases_of(pids[0]) > 0 || k2p_lt_i64(&g,
+                                                "SELECT count(*) FROM kinesis2pg.leases WHERE"
+                                                " owner LIKE '%%:%ld:%%'",
+                                                (long)pids[0]) > 0) {
+        if (k2p_ft_ms() - t0 > 60000) {
+            kill(pids[0], SIGCONT);
+            fail_msg("the paused process's leases were not taken over");
+        }
+        usleep(50000);
+    }
+    kill(pids[0], SIGCONT);
+    st = k2p_ft_reap(pids[0], 60000, logs[0], "paused --leases process");
+    k2p_ft_expect_status(st, 1, logs[0], "paused --leases process");
+    log = k2p_ft_slurp(logs[0]);
+    if (!strstr(log, "took over")) {
+        k2p_ft_print_tail(logs[0], 4000);
+        fail_msg("the paused process did not say its lease was taken over");
+    }
+    free(log);
+    st = k2p_ft_reap(pids[1], 120000, logs[1], "surviving --leases process");
+    k2p_ft_expect_status(st, 0, logs[1], "surviving --leases process");
+    k2p_lt_assert_table(&g, "kinesis", stream, stream, &g_set, K2P_LT_JSON);
+    k2p_lt_assert_checkpoints(&g, stream, &g_set);
+    free(args);
+    k2p_ft_mock_stop(&mk);
+    k2p_lt_set_free(&g_set);
+}
+
+static void test_static_split(void **state)
+{
+    const char *stream = "static_split";
+    char logs[PROCS][320], idx[PROCS][8];
+    pid_t pids[PROCS];
+    int64_t t0;
+    (void)state;
+    K2P_LT_REQUIRE(&g);
+    k2p_lt_set_free(&g_set);
+
+    k2p_ft_mock_preload(&g, &mk, stream, 12, 24000, RECORD_SIZE, NULL, &g_set);
+    t0 = k2p_ft_ms();
+    for (int i = 0; i < PROCS; i++) {
+        const char *extra[] = {"--worker-count", "3",   "--worker-index", idx[i], "--chunk-size",
+                               "200",            "--no-primary-key", NULL};
+        const char **args;
+        snprintf(idx[i], sizeof idx[i], "%d", i);
+        args = k2p_ft_args(stream, extra);
+        snprintf(logs[i], sizeof logs[i], "%s/%s-%d.log", g.tmpdir, stream, i);
+        pids[i] = k2p_lt_spawn_loader(&g, args, logs[i]);
+        free(args);
+    }
+    /* A second worker 1 while the first runs is refused. */
+    k2p_ft_wait_rows(&g, "kinesis", stream, 100, 0, NULL, 20000);
+    {
+        static const char *const extra[] = {"--worker-count", "3", "--worker-index", "1", NULL};
+        const char **args = k2p_ft_args(stream, extra);
+        k2p_lt_run r;
+        int st;
+        if (!k2p_lt_wait_pid(pids[1], 0, &st)) {
+            k2p_lt_run_loader(&g, args, 60, &r);
+            k2p_lt_expect_exit(&r, 1, "a second worker 1");
+            if (!strstr(r.err, "worker 1"))
+                fail_msg("the second worker 1 was refused, but not because of its index: %s",
+                         r.err);
+            k2p_lt_run_free(&r);
+        } else {
+            fprintf(stderr, "  worker 1 was done before the duplicate could start\n");
+        }
+        free(args);
+    }
+    for (int i = 0; i < PROCS; i++) {
+        int st = k2p_ft_reap(pids[i], 120000, logs[i], "static worker");
+        k2p_ft_expect_status(st, 0, logs[i], "static worker");
+    }
+    fprintf(stderr, "  static split done in %.1f s\n", (double)(k2p_ft_ms() - t0) / 1000);
+    k2p_lt_assert_table(&g, "kinesis", stream, stream, &g_set, K2P_LT_JSON);
+    k2p_lt_assert_checkpoints(&g, stream, &g_set);
+    /* Each shard was loaded by the worker the hash names: its epoch is 1 (taken once) and each
+     * worker's summary lists exactly its shards. */
+    assert_int_equal(k2p_lt_i64(&g, "SELECT count(*) FROM kinesis2pg.leases WHERE stream = '%s'"
+                                    " AND epoch = 1",
+                                stream),
+                     12);
+    for (int i = 0; i < PROCS; i++) {
+        char *log = k2p_ft_slurp(logs[i]);
+        for (int sh = 0; sh < 12; sh++) {
+            char id[32];
+            int want;
+            snprintf(id, sizeof id, "shardId-%012d", sh);
+            want = k2p_static_worker_of(id, 3) == i;
+            if ((strstr(log, id) != NULL) != want) {
+                k2p_ft_print_tail(logs[i], 4000);
+                fail_msg("worker %d %s shard %s", i, want ? "did not load" : "loaded", id);
+            }
+        }
+        free(log);
+    }
+    k2p_ft_mock_stop(&mk);
+    k2p_lt_set_free(&g_set);
+}
+
+static void test_modes_never_mix(void **state)
+{
+    const char *stream = "lease_mix";
+    static const char *const slow[] = {"--leases", "--chunk-size", "50", NULL};
+    const char **args = k2p_ft_args(stream, slow);
+    const char **single = k2p_ft_args(stream, NULL);
+    char log_path[320];
+    pid_t pid;
+    int st;
+    k2p_lt_run r;
+    (void)state;
+    K2P_LT_REQUIRE(&g);
+    k2p_lt_set_free(&g_set);
+
+    k2p_ft_mock_preload(&g, &mk, stream, 4, 20000, RECORD_SIZE, NULL, &g_set);
+    snprintf(log_path, sizeof log_path, "%s/%s.log", g.tmpdir, stream);
+    pid = k2p_lt_spawn_loader(&g, args, log_path);
+    k2p_ft_wait_rows(&g, "kinesis", stream, 100, pid, NULL, 20000);
+    k2p_lt_run_loader(&g, single, 60, &r);
+    k2p_lt_expect_exit(&r, 1, "a single loader while --leases runs");
+    if (!strstr(r.err, "--leases"))
+        fail_msg("refused, but the message does not say why: %s", r.err);
+    k2p_lt_run_free(&r);
+    st = k2p_ft_reap(pid, 120000, log_path, "--leases loader");
+    k2p_ft_expect_status(st, 0, log_path, "--leases loader");
+    k2p_lt_assert_table(&g, "kinesis", stream, stream, &g_set, K2P_LT_JSON);
+    /* Afterwards a single loader runs (and finds nothing new). */
+    assert_int_equal(k2p_lt_load_ok(&g, "kinesis", stream, single), 0);
+    free(args);
+    free(single);
+    k2p_ft_mock_stop(&mk);
+    k2p_lt_set_free(&g_set);
+}
+
+static void expect_usage_error(const char *const *argv, const char *needle)
+{
+    k2p_lt_run r;
+    k2p_lt_exec(&g, argv, 30, &r);
+    k2p_lt_expect_exit(&r, 2, needle);
+    if (!strstr(r.err, needle) || k2p_ft_count_lines(r.err, "kinesis2pg:") != 1)
+        fail_msg("expected one line with '%s', got:\n%s", needle, r.err);
+    k2p_lt_run_free(&r);
+}
+
+static void test_bad_worker_settings_exit_2(void **state)
+{
+    (void)state;
+    K2P_LT_REQUIRE(&g);
+    expect_usage_error(K2P_LT_ARGS("load", "--stream", "s", "--region", "us-east-1",
+                                   "--worker-count", "3", "--worker-index", "3"),
+                       "must be below --worker-count 3");
+    expect_usage_error(K2P_LT_ARGS("load", "--stream", "s", "--region", "us-east-1",
+                                   "--worker-count", "3", "--worker-index", "-1"),
+                       "--worker-index");
+    expect_usage_error(K2P_LT_ARGS("load", "--stream", "s", "--region", "us-east-1",
+                                   "--worker-count", "-2"),
+                       "--worker-count");
+    expect_usage_error(K2P_LT_ARGS("load", "--stream", "s", "--region", "us-east-1",
+                                   "--worker-index", "1"),
+                       "--worker-index needs --worker-count");
+    expect_usage_error(K2P_LT_ARGS("load", "--stream", "s", "--region", "us-east-1", "--leases",
+                                   "--worker-count", "2"),
+                       "use one");
+    expect_usage_error(K2P_LT_ARGS("load", "--stream", "s", "--region", "us-east-1", "--leases",
+                                   "--lease-ttl-ms", "10"),
+                       "--lease-ttl-ms");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_bad_worker_settings_exit_2),
+        cmocka_unit_test(test_three_processes_kill9_one),
+        cmocka_unit_test(test_paused_process_is_fenced),
+        cmocka_unit_test(test_static_split),
+        cmocka_unit_test(test_modes_never_mix),
+    };
+    k2p_lt_filter_from_env();
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
