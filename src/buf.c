@@ -1,16 +1,140 @@
-/* buf.c - bounded growable byte buffer.
+/* buf.c - bounded growable byte buffer, and the cache of big blocks behind it.
  *
- * Threading: one owner at a time.
+ * Why a cache: the loader's hot buffers (a GetRecords answer, its decoded records, a batch of
+ * COPY rows) are megabytes each, made and dropped a few times per call. glibc serves blocks
+ * that big with mmap and returns them with munmap, so every byte of every batch was a fresh
+ * zeroed page: page faults and munmap were a third of the loader's CPU (docs/benchmarks.md).
+ * A freed block of K2P_BUF_POOL_MIN or more goes to a small process-wide cache instead, and
+ * the next big reservation takes the smallest cached block that fits: its pages are already
+ * mapped. The cache holds at most k2p_buf_pool_set_max() bytes (K2P_BUF_POOL_DEFAULT_MAX), so
+ * what it adds to the peak RSS is bounded; the oldest blocks leave first.
+ *
+ * Threading: a buffer has one owner at a time; the cache is shared, under its own mutex
+ * (taken once per big block, never per append).
  */
 #include "kinesis2pg/buf.h"
 #include "kinesis2pg/common.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define K2P_BUF_DEFAULT_MAX ((size_t)1 << 30)
+#define POOL_SLOTS 16
+
+/* ---- the big-block cache ----------------------------------------------------------------- */
+
+typedef struct pool_block {
+    char *p;
+    size_t cap;
+} pool_block;
+
+static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
+static pool_block pool[POOL_SLOTS];                /* oldest first; under pool_mu */
+static size_t pool_n, pool_bytes;                  /* under pool_mu */
+static size_t pool_max = K2P_BUF_POOL_DEFAULT_MAX; /* under pool_mu */
+
+static void pool_remove(size_t i)
+{
+    pool_bytes -= pool[i].cap;
+    memmove(&pool[i], &pool[i + 1], (pool_n - i - 1) * sizeof *pool);
+    pool_n--;
+}
+
+/* A cached block of at most `most` bytes: the smallest of at least need bytes, else the
+ * largest (the caller grows it, keeping its mapped pages). NULL when there is none. */
+static char *pool_take(size_t need, size_t most, size_t *cap)
+{
+    char *p = NULL;
+    size_t best = SIZE_MAX;
+    pthread_mutex_lock(&pool_mu);
+    for (size_t i = 0; i < pool_n; i++) {
+        size_t c = pool[i].cap, bc = best == SIZE_MAX ? 0 : pool[best].cap;
+        if (c > most)
+            continue;
+        if (best == SIZE_MAX || (c >= need ? bc < need || c < bc : bc < need && c > bc))
+            best = i;
+    }
+    if (best != SIZE_MAX) {
+        p = pool[best].p;
+        *cap = pool[best].cap;
+        pool_remove(best);
+    }
+    pthread_mutex_unlock(&pool_mu);
+    return p;
+}
+
+/* Frees a block, or caches it when it is big. Blocks pushed out of the cache are freed
+ * outside the mutex. */
+static void block_free(char *p, size_t cap)
+{
+    char *evicted[POOL_SLOTS + 1];
+    size_t ne = 0;
+    if (!p)
+        return;
+    if (cap < K2P_BUF_POOL_MIN) {
+        free(p);
+        return;
+    }
+    pthread_mutex_lock(&pool_mu);
+    if (cap > pool_max) {
+        evicted[ne++] = p;
+    } else {
+        while (pool_n && (pool_n == POOL_SLOTS || pool_bytes + cap > pool_max)) {
+            evicted[ne++] = pool[0].p;
+            pool_remove(0);
+        }
+        pool[pool_n].p = p;
+        pool[pool_n].cap = cap;
+        pool_n++;
+        pool_bytes += cap;
+    }
+    pthread_mutex_unlock(&pool_mu);
+    while (ne)
+        free(evicted[--ne]);
+}
+
+/* Takes out of the cache the oldest blocks beyond `keep` bytes (all of them for 0), and frees
+ * them outside the mutex. */
+static void pool_shrink_to(size_t keep)
+{
+    char *evicted[POOL_SLOTS];
+    size_t ne = 0;
+    pthread_mutex_lock(&pool_mu);
+    while (pool_n && pool_bytes > keep) {
+        evicted[ne++] = pool[0].p;
+        pool_remove(0);
+    }
+    pthread_mutex_unlock(&pool_mu);
+    while (ne)
+        free(evicted[--ne]);
+}
+
+void k2p_buf_pool_set_max(size_t bytes)
+{
+    pthread_mutex_lock(&pool_mu);
+    pool_max = bytes;
+    pthread_mutex_unlock(&pool_mu);
+    pool_shrink_to(bytes);
+}
+
+void k2p_buf_pool_drain(void)
+{
+    pool_shrink_to(0);
+}
+
+size_t k2p_buf_pool_bytes(void)
+{
+    size_t n;
+    pthread_mutex_lock(&pool_mu);
+    n = pool_bytes;
+    pthread_mutex_unlock(&pool_mu);
+    return n;
+}
+
+/* ---- buffers ----------------------------------------------------------------------------- */
 
 void k2p_buf_init(k2p_buf *b, size_t max)
 {
@@ -22,7 +146,7 @@ void k2p_buf_init(k2p_buf *b, size_t max)
 
 void k2p_buf_deinit(k2p_buf *b)
 {
-    free(b->data);
+    block_free(b->data, b->cap);
     b->data = NULL;
     b->len = b->cap = 0;
 }
@@ -48,6 +172,27 @@ int k2p_buf_reserve(k2p_buf *b, size_t extra)
         ncap *= 2;
     if (ncap > b->max + 1)
         ncap = b->max + 1;
+    if (ncap >= K2P_BUF_POOL_MIN && b->cap < K2P_BUF_POOL_MIN) {
+        /* Becoming big: a cached block saves the page faults of a fresh one, for the cost of
+         * copying what the buffer holds (under K2P_BUF_POOL_MIN). One too small is grown by
+         * realloc, which keeps its pages (mremap). A big buffer grows by realloc alone. */
+        size_t pcap;
+        if ((p = pool_take(need, b->max + 1, &pcap)) != NULL && pcap < need) {
+            char *q = realloc(p, ncap);
+            if (!q)
+                free(p);
+            p = q;
+            pcap = ncap;
+        }
+        if (p) {
+            if (b->data)
+                memcpy(p, b->data, b->len + 1);
+            free(b->data);
+            b->data = p;
+            b->cap = pcap;
+            return 0;
+        }
+    }
     p = realloc(b->data, ncap);
     if (!p)
         return K2P_ENOMEM;

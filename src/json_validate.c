@@ -2,9 +2,9 @@
  * (see json_validate.h for the exact rules and limits).
  *
  * A goto-driven state machine with an explicit bit stack (1 = object, 0 = array) instead of
- * recursion, so hostile nesting costs 512 bytes of stack, not a crash. Strings are skipped eight
- * bytes at a time while they hold nothing that needs a look (quote, backslash, control byte or
- * non-ASCII byte).
+ * recursion, so hostile nesting costs 512 bytes of stack, not a crash. Strings are skipped 16
+ * bytes at a time with SSE2 (8 elsewhere) while they hold nothing that needs a look (quote,
+ * backslash, control byte or non-ASCII byte).
  *
  * Threading: pure, reentrant.
  */
@@ -13,6 +13,10 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 /* PostgreSQL numeric limits (src/backend/utils/adt/numeric.c, PostgreSQL 15). */
 #define PG_NUMERIC_MAX_EXPONENT 1073741823 /* INT_MAX / 2: |exponent| must stay below */
@@ -131,6 +135,25 @@ static int scan_string(cursor *pp, cursor end, const char **detail)
     cursor p = *pp + 1;
     for (;;) {
         unsigned c;
+#if defined(__SSE2__)
+        /* 16 bytes at a time: as signed bytes, "below 0x20" holds control and non-ASCII bytes
+         * alike. Stops at the first byte that needs a look. */
+        {
+            const __m128i quote = _mm_set1_epi8('"'), bslash = _mm_set1_epi8('\\');
+            const __m128i space = _mm_set1_epi8(0x20);
+            while (end - p >= 16) {
+                __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
+                unsigned m = (unsigned)_mm_movemask_epi8(
+                    _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, bslash)),
+                                 _mm_cmplt_epi8(v, space)));
+                if (m) {
+                    p += __builtin_ctz(m);
+                    break;
+                }
+                p += 16;
+            }
+        }
+#endif
         while (end - p >= 8 && !string_special(load64(p)))
             p += 8;
         while (p < end && (c = *p) != '"' && c != '\\' && c >= 0x20 && c < 0x80)

@@ -137,6 +137,15 @@ static size_t on_body(char *p, size_t size, size_t nmemb, void *ud)
 {
     k2p_kinesis *k = ud;
     size_t n = size * nmemb;
+    if (k->resp.len == 0) {
+        /* First piece of the body: make room for all of it at once (one block, ideally a
+         * cached one: see buf.c) instead of doubling through copies. A wrong length only costs
+         * the usual growth, or a failure beyond the buffer's bound as before. */
+        curl_off_t cl = -1;
+        if (curl_easy_getinfo(k->curl, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl) == CURLE_OK &&
+            cl > 0 && (uint64_t)cl <= k->resp.max)
+            (void)k2p_buf_reserve(&k->resp, (size_t)cl);
+    }
     if (k2p_buf_append(&k->resp, p, n))
         return 0; /* makes curl fail with CURLE_WRITE_ERROR */
     return n;

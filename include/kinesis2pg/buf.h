@@ -1,6 +1,10 @@
 /* buf.h - a growable byte buffer with a hard upper bound (like curl's dynbuf).
  *
- * Threading: a buffer belongs to one thread at a time; no internal locking.
+ * Big blocks (K2P_BUF_POOL_MIN and more) are recycled through a small process-wide cache rather
+ * than given back to the system at once: see buf.c for why, and k2p_buf_pool_set_max().
+ *
+ * Threading: a buffer belongs to one thread at a time; no internal locking. The cache is
+ * thread-safe.
  */
 #ifndef K2P_BUF_H
 #define K2P_BUF_H
@@ -48,5 +52,19 @@ void k2p_buf_shrink(k2p_buf *b);
 
 /* Takes the data out of the buffer (caller frees); the buffer is left empty. */
 char *k2p_buf_steal(k2p_buf *b, size_t *len);
+
+/* Blocks at least this big are cached when freed, for the next big reservation. */
+#define K2P_BUF_POOL_MIN ((size_t)1 << 20)
+/* Default bound of the cache, in bytes. */
+#define K2P_BUF_POOL_DEFAULT_MAX ((size_t)24 << 20)
+
+/* Sets the cache's bound (0: no cache) and frees the oldest cached blocks beyond it. */
+void k2p_buf_pool_set_max(size_t bytes);
+
+/* Frees every cached block (e.g. before exit, or when going idle). */
+void k2p_buf_pool_drain(void);
+
+/* Bytes held by the cache now. */
+size_t k2p_buf_pool_bytes(void);
 
 #endif

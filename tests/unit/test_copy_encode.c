@@ -112,6 +112,71 @@ static void test_msg_id_matches_dlt(void **state)
     assert_string_equal(id, "36VN3SPK0BNHB3lJmJu3");
 }
 
+/* The message id takes a one-block shortcut below SHAKE128's rate (168 bytes) and the generic
+ * sponge above it: both must agree with k2p_shake128 at every length around the boundary. */
+static void test_msg_id_every_length(void **state)
+{
+    static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    char shard[400], seq[130], msg[600], id[K2P_MSG_ID_LEN + 1], want[K2P_MSG_ID_LEN + 1];
+    unsigned char d[15];
+    (void)state;
+    for (size_t i = 0; i < sizeof shard; i++)
+        shard[i] = (char)('a' + i % 26);
+    memset(seq, '7', sizeof seq);
+    for (size_t sl = 0; sl <= 300; sl++) {
+        size_t ql = sl % 3 == 0 ? 1 : sl % 3 == 1 ? 56 : 129;
+        memcpy(msg, shard, sl);
+        memcpy(msg + sl, seq, ql);
+        k2p_shake128(msg, sl + ql, d, sizeof d);
+        for (int g = 0; g < 5; g++) {
+            unsigned v = (unsigned)d[3 * g] << 16 | (unsigned)d[3 * g + 1] << 8 | d[3 * g + 2];
+            want[4 * g] = b64[v >> 18];
+            want[4 * g + 1] = b64[(v >> 12) & 63];
+            want[4 * g + 2] = b64[(v >> 6) & 63];
+            want[4 * g + 3] = b64[v & 63];
+        }
+        want[K2P_MSG_ID_LEN] = '\0';
+        k2p_copy_msg_id(shard, sl, seq, ql, id);
+        assert_string_equal(id, want);
+    }
+}
+
+/* The batch gives what one id at a time gives: groups of eight (AVX-512 where there is), the
+ * rest, user records, and ids too long for one block (which go one by one). */
+static void test_msg_ids_batch(void **state)
+{
+    enum { N = 45 };
+    char seqs[N][130], longshard[200], ids[N][K2P_MSG_ID_LEN + 1], one[K2P_MSG_ID_LEN + 1];
+    const char *seq[N];
+    size_t len[N];
+    int64_t sub[N];
+    (void)state;
+    memset(longshard, 's', sizeof longshard);
+    for (size_t i = 0; i < N; i++) {
+        len[i] = i == 17 ? 129 : 1 + (i * 7) % 56;
+        for (size_t k = 0; k < len[i]; k++)
+            seqs[i][k] = (char)('1' + (i + k) % 9);
+        seq[i] = seqs[i];
+        sub[i] = i % 3 == 0 ? -1 : (int64_t)(i * 1000003u % 4294967296u);
+    }
+    for (size_t n = 0; n <= N; n += (n < 17 ? 1 : 7)) {
+        for (int with_sub = 0; with_sub < 2; with_sub++) {
+            for (int lng = 0; lng < 2; lng++) {
+                const char *sh = lng ? longshard : "shardId-000000000007";
+                size_t shl = lng ? (with_sub ? 30 : 160) : 20;
+                k2p_copy_msg_ids(sh, shl, seq, len, with_sub ? sub : NULL, n, ids);
+                for (size_t i = 0; i < n; i++) {
+                    if (with_sub && sub[i] >= 0)
+                        k2p_copy_msg_id_sub(sh, shl, seq[i], len[i], (uint32_t)sub[i], one);
+                    else
+                        k2p_copy_msg_id(sh, shl, seq[i], len[i], one);
+                    assert_string_equal(ids[i], one);
+                }
+            }
+        }
+    }
+}
+
 static void test_seqno_valid(void **state)
 {
     char big[131];
@@ -439,6 +504,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_shake128_vectors),
         cmocka_unit_test(test_msg_id_matches_dlt),
+        cmocka_unit_test(test_msg_id_every_length),
+        cmocka_unit_test(test_msg_ids_batch),
         cmocka_unit_test(test_seqno_valid),
         cmocka_unit_test(test_numeric_bytes),
         cmocka_unit_test(test_timestamptz),

@@ -7,9 +7,11 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "kinesis2pg/base64.h"
 #include "kinesis2pg/kinesis_client.h"
 
 #define SEQ1 "49590090892384844848932323827878787270000000000000000001"
@@ -156,6 +158,53 @@ static void test_get_records_rejects_what_json_rejects(void **state)
     k2p_records_deinit(&r);
 }
 
+/* Data is decoded 32 characters at a time while it is scanned (when the CPU has AVX2), the
+ * rest by the scalar decoder: every length, and every byte value at one position of each,
+ * must give what k2p_base64_decode gives (or the same failure). */
+static void test_get_records_data_every_length(void **state)
+{
+    char data[200], body[400];
+    uint8_t raw[160], want[160];
+    k2p_records r;
+    k2p_err err;
+    (void)state;
+    k2p_records_init(&r);
+    for (size_t n = 0; n < 140; n++) {
+        size_t el;
+        for (size_t i = 0; i < n; i++)
+            raw[i] = (uint8_t)(i * 37 + n);
+        el = k2p_base64_encode(raw, n, data);
+        for (int c = -1; c < 256; c++) {
+            size_t pos = el ? (n * 7) % el : 0, bl;
+            long wn;
+            if (c >= 0) {
+                if (!el || c == '"' || c == '\\' || c < 0x20)
+                    continue; /* not the Data string's own failure */
+                data[pos] = (char)c;
+            }
+            wn = k2p_base64_decode(data, el, want);
+            bl = (size_t)snprintf(body, sizeof body,
+                                  "{\"Records\":[{\"Data\":\"%.*s\",\"PartitionKey\":\"p\","
+                                  "\"SequenceNumber\":\"" SEQ1 "\"}],\"MillisBehindLatest\":0}",
+                                  (int)el, data);
+            if (wn < 0) {
+                assert_int_equal(k2p_kinesis_parse_get_records(body, bl, &r, &err), K2P_EPARSE);
+            } else {
+                assert_int_equal(k2p_kinesis_parse_get_records(body, bl, &r, &err), 0);
+                assert_int_equal(r.n, 1);
+                assert_int_equal(r.recs[0].data_len, (uint32_t)wn);
+                if (wn)
+                    assert_memory_equal(r.recs[0].data, want, (size_t)wn);
+                assert_string_equal(r.recs[0].seq, SEQ1);
+                assert_string_equal(r.recs[0].pkey, "p");
+            }
+            if (c >= 0)
+                k2p_base64_encode(raw, n, data); /* undo */
+        }
+    }
+    k2p_records_deinit(&r);
+}
+
 static void test_list_shards(void **state)
 {
     const char *body =
@@ -270,6 +319,7 @@ int main(void)
         cmocka_unit_test(test_get_records_malformed),
         cmocka_unit_test(test_get_records_any_valid_json),
         cmocka_unit_test(test_get_records_rejects_what_json_rejects),
+        cmocka_unit_test(test_get_records_data_every_length),
         cmocka_unit_test(test_list_shards),
         cmocka_unit_test(test_classify),
         cmocka_unit_test(test_backoff_full_jitter),
