@@ -176,7 +176,9 @@ static int has_work(void *arg)
 void *k2p_ckpt_main(void *arg)
 {
     k2p_loader *L = arg;
-    int64_t last_persist = k2p_now_ns();
+    int64_t last_persist = k2p_now_ns(), retry_at = 0;
+    uint64_t rng = (uint64_t)last_persist | 1;
+    int failures = 0;
     bool dirty = false, said = false;
 
     for (;;) {
@@ -190,8 +192,10 @@ void *k2p_ckpt_main(void *arg)
                 got = dirty = true;
             }
         }
-        if (dirty && (finishing || k2p_now_ns() - last_persist >= K2P_CKPT_PERSIST_MS * 1000000 ||
-                      !got)) {
+        /* After a failure (PostgreSQL down or restarting), try again with backoff rather than
+         * reconnecting every wake-up. */
+        if (dirty && (finishing || k2p_now_ns() >= retry_at) &&
+            (finishing || k2p_now_ns() - last_persist >= K2P_CKPT_PERSIST_MS * 1000000 || !got)) {
             k2p_err err = {0};
             bool notify = false;
             int rc;
@@ -202,7 +206,10 @@ void *k2p_ckpt_main(void *arg)
             if (notify)
                 k2p_loader_notify(L);
             last_persist = k2p_now_ns();
+            retry_at = rc ? last_persist + k2p_backoff_ms(failures++, 100, 5000, &rng) * 1000000
+                          : 0;
             if (rc == 0) {
+                failures = 0;
                 dirty = false;
                 if (said)
                     K2P_LOG(K2P_LOG_LEVEL_INFO, "checkpoint_recovered", "checkpoints saved again");
