@@ -623,7 +623,9 @@ int k2p_copy_put_row(k2p_buf *out, const k2p_copy_row *row, int data_type)
            (row->has_sub_seq ? 8 : 0) + 8 + row->partition_len + row->stream_len + datalen;
     if (k2p_buf_reserve(out, need) != 0)
         return K2P_ENOMEM;
-    if (row->has_sub_seq)
+    if (row->msg_id)
+        memcpy(id, row->msg_id, K2P_MSG_ID_LEN);
+    else if (row->has_sub_seq)
         k2p_copy_msg_id_sub(row->shard_id, row->shard_id_len, row->seq_no, row->seq_no_len,
                             row->sub_seq, id);
     else

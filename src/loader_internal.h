@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 #include "kinesis2pg/buf.h"
+#include "kinesis2pg/copy_encode.h"
 #include "kinesis2pg/kinesis_client.h"
 #include "kinesis2pg/loader.h"
 #include "kinesis2pg/ring.h"
@@ -77,6 +78,11 @@ typedef struct k2p_shard_rt {
     uint64_t next_batch_no;
     char last_seq[K2P_SEQ_BUF]; /* last record consumed (reader only) */
     bool any_record;            /* reader: a record was ever read (this run or before) */
+    /* reader: message ids of the answer being encoded, computed eight at a time */
+    char (*ids)[K2P_MSG_ID_LEN + 1];
+    const char **id_seqs;
+    size_t *id_lens;
+    size_t ids_cap;
     atomic_llong millis_behind;     /* last MillisBehindLatest (-1 unknown) */
     atomic_llong last_call_ok_us;   /* wall time of the last successful GetRecords */
     atomic_llong retries_throttled; /* copies of the reader's client stats, for metrics */

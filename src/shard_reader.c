@@ -140,7 +140,7 @@ static int put_dead(k2p_buf *out, const k2p_shard_rt *s, const k2p_record *r,
 
 /* Encodes one user record of r into b: a target row, or a dead letter with the reason. */
 static int encode_one(k2p_shard_rt *s, k2p_batch *b, const k2p_record *r,
-                      const k2p_user_record *ur)
+                      const k2p_user_record *ur, const char *id)
 {
     k2p_loader *L = s->L;
     char reason[200];
@@ -161,6 +161,7 @@ static int encode_one(k2p_shard_rt *s, k2p_batch *b, const k2p_record *r,
             .seq_no_len = r->seq_len,
             .has_sub_seq = ur->has_sub_seq,
             .sub_seq = ur->sub_seq,
+            .msg_id = ur->has_sub_seq ? NULL : id,
             .arrival_us = r->arrival_us,
             .partition = ur->pkey,
             .partition_len = ur->pkey_len,
@@ -188,7 +189,7 @@ static int encode_one(k2p_shard_rt *s, k2p_batch *b, const k2p_record *r,
  * and checkpoints, which count Kinesis records, stay exact. Returns 0 or an error that is not
  * the record's fault (*why says what). */
 static int encode(k2p_shard_rt *s, k2p_batch *b, const k2p_record *r, k2p_unpacker *u,
-                  const char **why)
+                  const char *id, const char **why)
 {
     k2p_user_record ur = {0};
     int rc = k2p_unpack_begin(u, r);
@@ -196,7 +197,7 @@ static int encode(k2p_shard_rt *s, k2p_batch *b, const k2p_record *r, k2p_unpack
     if (rc == K2P_EIO)
         *why = "MD5 failed while checking a KPL aggregate";
     while (rc == 0 && (rc = k2p_unpack_next(u, &ur)) == 1)
-        rc = encode_one(s, b, r, &ur);
+        rc = encode_one(s, b, r, &ur, id);
     if (rc && rc != K2P_ENOMEM && ur.reason)
         *why = ur.reason;
     return rc;
@@ -292,11 +293,39 @@ static int claim_quota(k2p_loader *L)
 /* Turns the records of one answer into a new batch: rows and dead letters, minus records
  * before the start time and records an interrupted run committed (ledger ranges), and moves the
  * reader's position past them. NULL when that failed: the run is failed and the state set. */
+/* The message ids of recs' records as ordinary records, eight at a time where the CPU can
+ * (k2p_copy_msg_ids); NULL when the scratch space cannot grow (then each row computes its own). */
+static const char (*ids_of(k2p_shard_rt *s, const k2p_records *recs))[K2P_MSG_ID_LEN + 1]
+{
+    if (recs->n > s->ids_cap) {
+        size_t cap = recs->n;
+        void *a = realloc(s->ids, cap * sizeof *s->ids);
+        if (a)
+            s->ids = a;
+        a = a ? realloc(s->id_seqs, cap * sizeof *s->id_seqs) : NULL;
+        if (a)
+            s->id_seqs = a;
+        a = a ? realloc(s->id_lens, cap * sizeof *s->id_lens) : NULL;
+        if (!a)
+            return NULL;
+        s->id_lens = a;
+        s->ids_cap = cap;
+    }
+    for (size_t i = 0; i < recs->n; i++) {
+        s->id_seqs[i] = recs->recs[i].seq;
+        s->id_lens[i] = recs->recs[i].seq_len;
+    }
+    k2p_copy_msg_ids(s->shard_id, strlen(s->shard_id), s->id_seqs, s->id_lens, NULL, recs->n,
+                     s->ids);
+    return (const char(*)[K2P_MSG_ID_LEN + 1])s->ids;
+}
+
 static k2p_batch *batch_of(k2p_shard_rt *s, const k2p_records *recs, k2p_unpacker *u,
                            size_t *skip_idx)
 {
     const char *why = "out of memory";
     k2p_batch *b = k2p_batch_new(s);
+    const char(*ids)[K2P_MSG_ID_LEN + 1] = recs->n ? ids_of(s, recs) : NULL;
     for (size_t i = 0; b && i < recs->n; i++) {
         const k2p_record *r = &recs->recs[i];
         copy_seq(b->covers_seq, r->seq, r->seq_len);
@@ -310,7 +339,7 @@ static k2p_batch *batch_of(k2p_shard_rt *s, const k2p_records *recs, k2p_unpacke
             atomic_fetch_add(&s->skipped, 1);
             continue;
         }
-        if (encode(s, b, r, u, &why)) {
+        if (encode(s, b, r, u, ids ? ids[i] : NULL, &why)) {
             k2p_batch_free(b);
             b = NULL;
             break;
@@ -655,6 +684,13 @@ out:
     free(it);
     k2p_records_deinit(&recs);
     k2p_unpacker_deinit(&unpack);
+    free(s->ids);
+    free(s->id_seqs);
+    free(s->id_lens);
+    s->ids = NULL;
+    s->id_seqs = NULL;
+    s->id_lens = NULL;
+    s->ids_cap = 0;
     k2p_kinesis_free(k);
     k2p_loader_notify(L);
     return NULL;

@@ -68,6 +68,8 @@ typedef struct k2p_copy_row {
     size_t seq_no_len;
     bool has_sub_seq;   /* a user record of a KPL aggregate: */
     uint32_t sub_seq;   /* its position in the aggregate */
+    const char *msg_id; /* its message id when already computed (k2p_copy_msg_ids: K2P_MSG_ID_LEN
+                           chars), or NULL */
     int64_t arrival_us; /* ApproximateArrivalTimestamp, microseconds since the Unix epoch */
     const char *partition;
     size_t partition_len;
