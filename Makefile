@@ -38,7 +38,7 @@ test-tsan: setup
 fuzz: setup
 	CC=clang cmake -S . -B build-fuzz -DK2P_FUZZ=ON -DK2P_INTEGRATION=OFF -DCMAKE_BUILD_TYPE=Debug >/dev/null
 	cmake --build build-fuzz -j $(JOBS)
-	cd build-fuzz && ctest $(CTEST_FLAGS) -L fuzz
+	cd build-fuzz && ctest $(CTEST_FLAGS) -L fuzz -j $(JOBS)
 
 # The demo: kinesalite + a throw-away PostgreSQL, 10,000 sample records loaded and shown.
 demo:

@@ -7,12 +7,13 @@
 #        docker/build-deps.sh --print   print the package names, one a line
 #        docker/build-deps.sh --check   exit 0 if all are installed, else 1 and name the rest
 #
-# libcmocka-dev is only for the unit tests, but tests/CMakeLists.txt needs it at configure time.
+# libcmocka-dev is only for the unit tests, and libnghttp2-dev only for tests/mock_kinesis (its
+# HTTP/2 server), but tests/CMakeLists.txt needs both at configure time.
 set -euo pipefail
 
 pkgs=(gcc libc6-dev make cmake pkg-config
       libcurl4-openssl-dev libmbedtls-dev libpq-dev libzstd-dev zlib1g-dev libcjson-dev libmicrohttpd-dev
-      libcmocka-dev)
+      libcmocka-dev libnghttp2-dev)
 
 installed() {
     dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"
