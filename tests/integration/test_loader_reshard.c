@@ -19,9 +19,11 @@
 
 #include <cmocka.h>
 
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 #include "kinesis2pg/buf.h"
 #include "kinesis2pg/common.h"
@@ -195,6 +197,45 @@ static void test_all_generations_in_one_run(void **state)
     k2p_lt_set_free(&set);
 }
 
+/* The same generations read by three --leases processes at once: a child is leased only once
+ * its parents are closed, whichever process read them, so the order per key holds across
+ * processes too (issue 7). */
+static void test_all_generations_three_lease_processes(void **state)
+{
+    k2p_lt_set set = {0};
+    const char *const args[] = {"--stream", "rs_leases", "--from", "trim_horizon", "--leases",
+                                "--lease-ttl-ms", "3000", "--writers", "2", "--batch-rows",
+                                "40", "--flush-ms", "20", "--chunk-size", "50", NULL};
+    pid_t pids[3];
+    char logs[3][320];
+    (void)state;
+    K2P_LT_REQUIRE(&g);
+
+    k2p_lt_create_stream(&g, "rs_leases", 2);
+    k2p_lt_produce(&g, "rs_leases", &set, "--count 600 --keys 20 --seed 14");
+    split_first("rs_leases");
+    k2p_lt_produce(&g, "rs_leases", &set, "--count 600 --keys 20 --seed 15");
+    merge_children("rs_leases");
+    k2p_lt_produce(&g, "rs_leases", &set, "--count 600 --keys 20 --seed 16");
+    for (int i = 0; i < 3; i++) {
+        snprintf(logs[i], sizeof logs[i], "%s/rs_leases-%d.log", g.tmpdir, i);
+        pids[i] = k2p_lt_spawn_loader(&g, args, logs[i]);
+    }
+    for (int i = 0; i < 3; i++) {
+        int status = 0;
+        if (!k2p_lt_wait_pid(pids[i], 180000, &status)) {
+            kill(pids[i], SIGKILL);
+            fail_msg("--leases process %d did not finish in 180 s (log %s)", i, logs[i]);
+        }
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+            fail_msg("--leases process %d ended with status 0x%x (log %s)", i, status, logs[i]);
+    }
+    k2p_lt_assert_table(&g, "kinesis", "rs_leases", "rs_leases", &set, K2P_LT_JSON);
+    k2p_lt_assert_checkpoints(&g, "rs_leases", &set);
+    assert_parents_committed_first("rs_leases");
+    k2p_lt_set_free(&set);
+}
+
 static void test_children_read_whole_with_latest(void **state)
 {
     /* A stream first loaded with --from latest, then split: the children's records follow
@@ -224,6 +265,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_staged_split_and_merge),
         cmocka_unit_test(test_all_generations_in_one_run),
+        cmocka_unit_test(test_all_generations_three_lease_processes),
         cmocka_unit_test(test_children_read_whole_with_latest),
     };
     k2p_lt_filter_from_env();
