@@ -268,7 +268,7 @@ static int commit_pending(k2p_writer *w, pending *p, bool *commit_sent, k2p_err 
     k2p_buf_init(&sql, 0);
     if ((rc = ledger_rows_of(p, &lr, err)))
         goto out;
-    if ((rc = exec_cmd(w, "BEGIN", 0, NULL, "BEGIN", err)) || (rc = fence(w, p, err)))
+    if ((rc = exec_cmd(w, "BEGIN", 0, NULL, "BEGIN", err)))
         goto out;
     if (rows) {
         k2p_buf_reset(&sql);
@@ -296,6 +296,14 @@ static int commit_pending(k2p_writer *w, pending *p, bool *commit_sent, k2p_err 
         if (rc)
             goto out;
     }
+    /* The ownership check comes last, right before COMMIT: it locks the lease rows FOR SHARE
+     * until the transaction ends, and a process frozen (SIGSTOP, a long pause) while holding
+     * that lock would hold off a taker's epoch bump, so the window is kept to one round trip
+     * instead of the whole COPY. Checked last or first, the guarantee is the same: a taker's
+     * bump either committed before (no row: we roll back) or waits for our COMMIT (then it
+     * reads our ledger rows). */
+    if ((rc = fence(w, p, err)))
+        goto out;
     *commit_sent = true;
     rc = exec_cmd(w, "COMMIT", 0, NULL, "COMMIT", err);
     if (rc && !k2p_pg_conn_broken(w->conn))
