@@ -534,19 +534,27 @@ size_t k2p_copy_numeric(const char *digits, size_t n, unsigned char *out)
      * dropped and zero has no digits, as PostgreSQL stores (and sends) it. */
     uint16_t groups[(K2P_SEQNO_MAX_DIGITS + 3) / 4];
     size_t ngroups, first, ndigits, i = 0;
+    unsigned bad = 0;
     unsigned char *p = out;
 
-    if (!k2p_copy_seqno_valid(digits, n))
+    /* Validated while converted (one pass over the digits, not two): the same rules as
+     * k2p_copy_seqno_valid(). */
+    if (n == 0 || n > K2P_SEQNO_MAX_DIGITS || (digits[0] == '0' && n > 1))
         return 0;
     ngroups = (n + 3) / 4;
     first = n - 4 * (ngroups - 1);
     for (size_t g = 0; g < ngroups; g++) {
         size_t len = g == 0 ? first : 4;
         unsigned v = 0;
-        for (size_t k = 0; k < len; k++)
-            v = v * 10 + (unsigned)(digits[i++] - '0');
+        for (size_t k = 0; k < len; k++) {
+            unsigned d = (unsigned)(unsigned char)digits[i++] - '0';
+            bad |= d > 9u;
+            v = v * 10 + d;
+        }
         groups[g] = (uint16_t)v;
     }
+    if (bad)
+        return 0;
     ndigits = ngroups;
     while (ndigits > 0 && groups[ndigits - 1] == 0)
         ndigits--;

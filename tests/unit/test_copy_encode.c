@@ -235,6 +235,18 @@ static void test_numeric_bytes(void **state)
     assert_int_equal(k2p_copy_numeric("012", 3, out), 0);
     assert_int_equal(k2p_copy_numeric("", 0, out), 0);
     assert_int_equal(k2p_copy_numeric("12x", 3, out), 0);
+    /* It checks while it converts: every byte that is not a digit is refused, wherever it is
+     * (first group, later groups, the last byte), including those whose '0'-offset wraps. */
+    {
+        static const char *const bad[] = {"x1234", "1234x", "12345678/", "1234:5678",
+                                          "9999 ", "-1",    "1.0",       "\xff\x31"};
+        char big[131];
+        for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+            assert_int_equal(k2p_copy_numeric(bad[i], strlen(bad[i]), out), 0);
+        memset(big, '5', sizeof big);
+        assert_int_equal(k2p_copy_numeric(big, 130, out), 0);
+        assert_true(k2p_copy_numeric(big, 129, out) > 0);
+    }
 }
 
 static void test_timestamptz(void **state)
