@@ -105,7 +105,7 @@ static int persist(k2p_loader *L, bool *notify, k2p_err *err)
     }
     if (k2p_pg_conn_broken(L->ckpt_conn)) {
         PQfinish(L->ckpt_conn);
-        if (!(L->ckpt_conn = k2p_pg_connect(L->o->pg_conninfo, err))) {
+        if (!(L->ckpt_conn = k2p_pg_connect_bounded(L->o->pg_conninfo, L->idle_tx_ms, err))) {
             rc = K2P_EIO;
             goto out;
         }

@@ -1075,10 +1075,14 @@ int k2p_load_run(const k2p_load_opts *o, k2p_load_result *res, k2p_err *err)
             (rc = k2p_pg_load_state(conn, o->stream, L.qualified_table, &L.state, err)))
             goto out;
     } else {
+        /* A writer or the checkpoint thread frozen between its FOR SHARE ownership check and
+         * COMMIT holds the lease rows; PostgreSQL ends that session after one TTL, which is
+         * when another process may take the lease anyway, so the taker never waits longer. */
+        L.idle_tx_ms = o->lease_ttl_ms > 0 ? o->lease_ttl_ms : 10000;
         k2p_lease_owner_name(L.owner);
         if ((rc = k2p_lease_register(conn, o->stream, L.qualified_table, L.owner,
                                      L.mode == K2P_LOCK_LEASES ? "leases" : "static",
-                                     o->lease_ttl_ms > 0 ? o->lease_ttl_ms : 10000, err)))
+                                     L.idle_tx_ms, err)))
             goto out;
         K2P_LOG(K2P_LOG_LEVEL_INFO, "sharing", "owner=%s mode=%s worker=%d/%d", L.owner,
                 L.mode == K2P_LOCK_LEASES ? "leases" : "static", o->worker_index,
@@ -1105,7 +1109,7 @@ int k2p_load_run(const k2p_load_opts *o, k2p_load_result *res, k2p_err *err)
     /* Writers and the checkpoint thread first: readers push to them. */
     for (int i = 0; i < o->writers; i++) {
         k2p_writer *w = &L.writers[i];
-        if (!(w->conn = k2p_pg_connect(o->pg_conninfo, err)) ||
+        if (!(w->conn = k2p_pg_connect_bounded(o->pg_conninfo, L.idle_tx_ms, err)) ||
             (rc = k2p_pg_lock_mode_shared(w->conn, o->stream, L.qualified_table, L.mode, err))) {
             rc = err->code;
             goto stop;
@@ -1117,7 +1121,7 @@ int k2p_load_run(const k2p_load_opts *o, k2p_load_result *res, k2p_err *err)
         w->thread_started = true;
         writers_started++;
     }
-    if (!(L.ckpt_conn = k2p_pg_connect(o->pg_conninfo, err))) {
+    if (!(L.ckpt_conn = k2p_pg_connect_bounded(o->pg_conninfo, L.idle_tx_ms, err))) {
         rc = err->code;
         goto stop;
     }

@@ -162,6 +162,8 @@ typedef struct k2p_writer {
 typedef struct k2p_loader {
     const k2p_load_opts *o;
     k2p_lock_mode mode;        /* single loader, --leases or --worker-count */
+    int idle_tx_ms; /* sharing modes: writer and checkpoint sessions idle inside a transaction
+                       this long are ended by PostgreSQL (k2p_pg_connect_bounded); 0 otherwise */
     char owner[K2P_OWNER_BUF]; /* our name in kinesis2pg.leases / workers (sharing modes) */
     k2p_lease_keeper keeper;   /* --leases: renews our leases */
     char *qualified_table; /* "schema"."table", quoted */

@@ -145,6 +145,22 @@ PGconn *k2p_pg_connect(const char *conninfo, k2p_err *err)
     return c;
 }
 
+PGconn *k2p_pg_connect_bounded(const char *conninfo, int idle_tx_ms, k2p_err *err)
+{
+    PGconn *c = k2p_pg_connect(conninfo, err);
+    char ms[24];
+    const char *p[] = {ms};
+    if (!c || idle_tx_ms <= 0)
+        return c;
+    snprintf(ms, sizeof ms, "%dms", idle_tx_ms);
+    if (k2p_pg_exec(c, "SELECT set_config('idle_in_transaction_session_timeout', $1, false)", 1,
+                    p, err)) {
+        PQfinish(c);
+        return NULL;
+    }
+    return c;
+}
+
 int k2p_pg_exec(PGconn *c, const char *sql, int nparams, const char *const *params,
                 k2p_err *err)
 {

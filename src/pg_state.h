@@ -45,6 +45,12 @@ k2p_shard_ckpt *k2p_stream_state_find(const k2p_stream_state *s, const char *sha
  * Errors name host, port and database, never the password. */
 PGconn *k2p_pg_connect(const char *conninfo, k2p_err *err);
 
+/* k2p_pg_connect, then, when idle_tx_ms > 0, idle_in_transaction_session_timeout = idle_tx_ms:
+ * PostgreSQL ends the session if it stays idle inside a transaction that long. For sessions
+ * that hold lease rows FOR SHARE until COMMIT: a process frozen there (SIGSTOP, a stalled VM)
+ * would otherwise keep a taker waiting for as long as it stays frozen. */
+PGconn *k2p_pg_connect_bounded(const char *conninfo, int idle_tx_ms, k2p_err *err);
+
 /* Formats "host:port/dbname" of a connection for messages. */
 void k2p_pg_describe(PGconn *c, char *out, size_t n);
 

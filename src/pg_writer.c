@@ -366,7 +366,7 @@ static int flush(k2p_writer *w, pending *p)
         k2p_err err = {0};
         if (k2p_pg_conn_broken(w->conn)) {
             PQfinish(w->conn);
-            w->conn = k2p_pg_connect(L->o->pg_conninfo, &err);
+            w->conn = k2p_pg_connect_bounded(L->o->pg_conninfo, L->idle_tx_ms, &err);
             rc = w->conn ? 0 : K2P_ERETRY;
             /* Back after a restart: hold the stream lock again before committing anything. */
             if (!rc && k2p_pg_lock_mode_shared(w->conn, L->o->stream, L->qualified_table, L->mode,

@@ -17,6 +17,9 @@
  *    the worker k2p_static_worker_of() names (checked through the lease owners' pids), and a
  *    second worker with the same index is refused.
  *  - Ways of running never mix: a single loader is refused while --leases processes run.
+ *  - A session frozen between its FOR SHARE ownership check and COMMIT (the pause above can land
+ *    there) is ended by PostgreSQL after the bound the sharing modes connect with, so the
+ *    taker's epoch bump goes through; without the bound it would wait for as long as the freeze.
  *  - Bad settings (index >= count, negative, --worker-index without a count, --leases with a
  *    count) exit 2 with one line.
  *
@@ -39,6 +42,7 @@
 #include "fault_testlib.h"
 #include "kinesis2pg/common.h"
 #include "lease.h"
+#include "pg_state.h"
 
 #define SHARDS 32
 #define RECORDS 96000
@@ -230,6 +234,15 @@ static void test_paused_process_is_fenced(void **state)
                                                 " owner LIKE '%%:%ld:%%'",
                                                 (long)pids[0]) > 0) {
         if (k2p_ft_ms() - t0 > 60000) {
+            int st1;
+            char *act = k2p_lt_str(&g, "SELECT string_agg(state || ': ' || left(query, 60), "
+                                       "E'\\n') FROM pg_stat_activity WHERE application_name = "
+                                       "'kinesis2pg'");
+            fprintf(stderr, "sessions of the loaders:\n%s\nsurviving process: %s\n",
+                    act ? act : "(none)",
+                    k2p_lt_wait_pid(pids[1], 0, &st1) ? "exited" : "running");
+            free(act);
+            k2p_ft_print_tail(logs[1], 4000);
             kill(pids[0], SIGCONT);
             fail_msg("the paused process's leases were not taken over");
         }
@@ -359,6 +372,80 @@ static void test_modes_never_mix(void **state)
     k2p_lt_set_free(&g_set);
 }
 
+/* Expects one statement on c to succeed and returns its first value (or "" when no row). */
+static char *one_value(PGconn *c, const char *sql)
+{
+    PGresult *r = PQexec(c, sql);
+    char *v;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK && PQresultStatus(r) != PGRES_COMMAND_OK)
+        fail_msg("%s: %s", sql, PQerrorMessage(c));
+    v = strdup(PQntuples(r) > 0 ? PQgetvalue(r, 0, 0) : "");
+    PQclear(r);
+    return v;
+}
+
+/* A writer or the checkpoint thread frozen between its FOR SHARE ownership check and COMMIT
+ * holds the lease rows. Its session (k2p_pg_connect_bounded, as the sharing modes connect them)
+ * is ended by PostgreSQL once idle in that transaction for the bound, so a taker's epoch bump
+ * waits about that long and no longer; a session without the bound is left alone. */
+static void test_frozen_session_is_ended(void **state)
+{
+    k2p_err err = {0};
+    PGconn *frozen, *taker, *plain;
+    int64_t t0, waited;
+    char *v;
+    (void)state;
+    K2P_LT_REQUIRE(&g);
+
+    k2p_lt_sql(&g, "CREATE TABLE frozen_probe (id int PRIMARY KEY, epoch int)");
+    k2p_lt_sql(&g, "INSERT INTO frozen_probe VALUES (1, 1)");
+    frozen = k2p_pg_connect_bounded(g.pg.conninfo, 1000, &err);
+    plain = k2p_pg_connect_bounded(g.pg.conninfo, 0, &err);
+    taker = k2p_test_pg_connect(&g.pg);
+    if (!frozen || !plain || !taker)
+        fail_msg("cannot connect: %s", err.msg);
+    v = one_value(frozen, "SHOW idle_in_transaction_session_timeout");
+    assert_string_equal(v, "1s");
+    free(v);
+    v = one_value(plain, "SHOW idle_in_transaction_session_timeout");
+    assert_string_equal(v, "0");
+    free(v);
+
+    free(one_value(frozen, "BEGIN"));
+    free(one_value(frozen, "SELECT 1 FROM frozen_probe WHERE id = 1 AND epoch = 1 FOR SHARE"));
+    /* ... and frozen there: the taker's bump must go through once the session is ended. */
+    free(one_value(taker, "SET lock_timeout = '30s'"));
+    t0 = k2p_ft_ms();
+    free(one_value(taker, "UPDATE frozen_probe SET epoch = 2 WHERE id = 1"));
+    waited = k2p_ft_ms() - t0;
+    fprintf(stderr, "  the taker waited %lld ms for a session frozen in its transaction\n",
+            (long long)waited);
+    if (waited < 500)
+        fail_msg("the taker did not wait for the FOR SHARE lock (%lld ms)", (long long)waited);
+    /* Resumed, the frozen session's COMMIT cannot go through. */
+    {
+        PGresult *r = PQexec(frozen, "COMMIT");
+        if (PQresultStatus(r) == PGRES_COMMAND_OK && PQstatus(frozen) == CONNECTION_OK)
+            fail_msg("the frozen session committed after its rows were taken");
+        PQclear(r);
+    }
+    /* Without the bound the same freeze holds the taker off (here: until its lock_timeout). */
+    free(one_value(plain, "BEGIN"));
+    free(one_value(plain, "SELECT 1 FROM frozen_probe WHERE id = 1 FOR SHARE"));
+    free(one_value(taker, "SET lock_timeout = '1500ms'"));
+    {
+        PGresult *r = PQexec(taker, "UPDATE frozen_probe SET epoch = 3 WHERE id = 1");
+        if (PQresultStatus(r) == PGRES_COMMAND_OK)
+            fail_msg("the unbounded session did not hold the row");
+        PQclear(r);
+    }
+    free(one_value(plain, "ROLLBACK"));
+    PQfinish(frozen);
+    PQfinish(plain);
+    PQfinish(taker);
+    k2p_lt_sql(&g, "DROP TABLE frozen_probe");
+}
+
 static void expect_usage_error(const char *const *argv, const char *needle)
 {
     k2p_lt_run r;
@@ -401,6 +488,7 @@ int main(void)
         cmocka_unit_test(test_paused_process_is_fenced),
         cmocka_unit_test(test_static_split),
         cmocka_unit_test(test_modes_never_mix),
+        cmocka_unit_test(test_frozen_session_is_ended),
     };
     k2p_lt_filter_from_env();
     return cmocka_run_group_tests(tests, setup, teardown);
