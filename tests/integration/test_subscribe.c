@@ -497,7 +497,9 @@ static void mock_second_subscription_in_use(void **state)
     if (rc != K2P_EINUSE)
         fail_msg("rc %d: %s", rc, err.msg);
     assert_non_null(strstr(err.msg, "ResourceInUseException"));
-    assert_int_equal(k2p_test_mock_stat(&mk, "subscriptions.in_use"), 1);
+    /* At least ours: the first reader's own renewal can also meet its not-yet-closed
+     * subscription and be refused once (seen in CI), so this counts "one or more". */
+    assert_true(k2p_test_mock_stat(&mk, "subscriptions.in_use") >= 1);
     /* With no takeover delay the newcomer takes over; the first one is told so. */
     assert_int_equal(k2p_test_mock_control(&mk, "{\"takeover_ms\":0}"), 0);
     g2.want = 10;
