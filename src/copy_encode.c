@@ -513,12 +513,17 @@ static inline unsigned char *put_be64(unsigned char *p, uint64_t v)
     return put_be32(p, (uint32_t)v);
 }
 
+/* The length and leading-zero rules of a sequence number; the digits are checked by the caller
+ * (k2p_copy_numeric checks them while it converts). */
+static inline int seqno_shape_ok(const char *s, size_t n)
+{
+    return n > 0 && n <= K2P_SEQNO_MAX_DIGITS && (s[0] != '0' || n == 1);
+}
+
 int k2p_copy_seqno_valid(const char *s, size_t n)
 {
-    if (n == 0 || n > K2P_SEQNO_MAX_DIGITS)
+    if (!seqno_shape_ok(s, n))
         return 0;
-    if (s[0] == '0')
-        return n == 1;
     for (size_t i = 0; i < n; i++) {
         if ((unsigned)(s[i] - '0') > 9u)
             return 0;
@@ -537,9 +542,8 @@ size_t k2p_copy_numeric(const char *digits, size_t n, unsigned char *out)
     unsigned bad = 0;
     unsigned char *p = out;
 
-    /* Validated while converted (one pass over the digits, not two): the same rules as
-     * k2p_copy_seqno_valid(). */
-    if (n == 0 || n > K2P_SEQNO_MAX_DIGITS || (digits[0] == '0' && n > 1))
+    /* Validated while converted (one pass over the digits, not two). */
+    if (!seqno_shape_ok(digits, n))
         return 0;
     ngroups = (n + 3) / 4;
     first = n - 4 * (ngroups - 1);
