@@ -9,6 +9,14 @@
  * mapped. The cache holds at most k2p_buf_pool_set_max() bytes (K2P_BUF_POOL_DEFAULT_MAX), so
  * what it adds to the peak RSS is bounded; the oldest blocks leave first.
  *
+ * A second bound, k2p_buf_pool_set_limit(), covers big blocks in use and cached together (the
+ * loader sets it to its in-flight budget). The budget already pays for the big blocks its
+ * batches and fetches use; the cache only keeps what they freed, so without this bound a busy
+ * run held its budget in use plus a full cache on top (64 shards: 108 MiB for a 32 MiB budget).
+ * Blocks in use are counted in big_live as buffers take, grow, shrink and free them; when they
+ * grow past the limit, cached blocks are freed first. A freed block becomes cached only into
+ * room that the block itself just gave back, so a steady run keeps its cache.
+ *
  * Threading: a buffer has one owner at a time; the cache is shared, under its own mutex
  * (taken once per big block, never per append).
  */
@@ -17,6 +25,7 @@
 
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +44,21 @@ static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
 static pool_block pool[POOL_SLOTS];                /* oldest first; under pool_mu */
 static size_t pool_n, pool_bytes;                  /* under pool_mu */
 static size_t pool_max = K2P_BUF_POOL_DEFAULT_MAX; /* under pool_mu */
+static size_t pool_limit = SIZE_MAX;               /* cached + in use; under pool_mu */
+static _Atomic size_t big_live;                    /* big blocks held by buffers */
+
+/* What a block of cap bytes counts toward big_live. */
+static size_t big(size_t cap)
+{
+    return cap >= K2P_BUF_POOL_MIN ? cap : 0;
+}
+
+/* How many cached bytes still fit under pool_limit; pool_mu held. */
+static size_t pool_room(void)
+{
+    size_t live = atomic_load_explicit(&big_live, memory_order_relaxed);
+    return live >= pool_limit ? 0 : pool_limit - live;
+}
 
 static void pool_remove(size_t i)
 {
@@ -78,11 +102,13 @@ static void block_free(char *p, size_t cap)
         free(p);
         return;
     }
+    atomic_fetch_sub_explicit(&big_live, cap, memory_order_relaxed);
     pthread_mutex_lock(&pool_mu);
-    if (cap > pool_max) {
+    if (cap > pool_max || cap > pool_room()) {
         evicted[ne++] = p;
     } else {
-        while (pool_n && (pool_n == POOL_SLOTS || pool_bytes + cap > pool_max)) {
+        while (pool_n && (pool_n == POOL_SLOTS || pool_bytes + cap > pool_max ||
+                          pool_bytes + cap > pool_room())) {
             evicted[ne++] = pool[0].p;
             pool_remove(0);
         }
@@ -96,14 +122,14 @@ static void block_free(char *p, size_t cap)
         free(evicted[--ne]);
 }
 
-/* Takes out of the cache the oldest blocks beyond `keep` bytes (all of them for 0), and frees
- * them outside the mutex. */
+/* Takes out of the cache the oldest blocks beyond `keep` bytes (all of them for 0), or beyond
+ * what pool_limit leaves room for, and frees them outside the mutex. */
 static void pool_shrink_to(size_t keep)
 {
     char *evicted[POOL_SLOTS];
     size_t ne = 0;
     pthread_mutex_lock(&pool_mu);
-    while (pool_n && pool_bytes > keep) {
+    while (pool_n && (pool_bytes > keep || pool_bytes > pool_room())) {
         evicted[ne++] = pool[0].p;
         pool_remove(0);
     }
@@ -118,6 +144,32 @@ void k2p_buf_pool_set_max(size_t bytes)
     pool_max = bytes;
     pthread_mutex_unlock(&pool_mu);
     pool_shrink_to(bytes);
+}
+
+void k2p_buf_pool_set_limit(size_t bytes)
+{
+    pthread_mutex_lock(&pool_mu);
+    pool_limit = bytes;
+    pthread_mutex_unlock(&pool_mu);
+    pool_shrink_to(SIZE_MAX);
+}
+
+size_t k2p_buf_big_bytes(void)
+{
+    return atomic_load_explicit(&big_live, memory_order_relaxed);
+}
+
+/* A buffer's block went from old_cap to new_cap bytes: counts it, and when big blocks in use
+ * grew, frees cached ones that no longer fit under pool_limit. */
+static void live_change(size_t old_cap, size_t new_cap)
+{
+    size_t o = big(old_cap), n = big(new_cap);
+    if (n > o) {
+        atomic_fetch_add_explicit(&big_live, n - o, memory_order_relaxed);
+        pool_shrink_to(SIZE_MAX);
+    } else if (o > n) {
+        atomic_fetch_sub_explicit(&big_live, o - n, memory_order_relaxed);
+    }
 }
 
 void k2p_buf_pool_drain(void)
@@ -189,6 +241,7 @@ int k2p_buf_reserve(k2p_buf *b, size_t extra)
                 memcpy(p, b->data, b->len + 1);
             free(b->data);
             b->data = p;
+            live_change(b->cap, pcap);
             b->cap = pcap;
             return 0;
         }
@@ -197,6 +250,7 @@ int k2p_buf_reserve(k2p_buf *b, size_t extra)
     if (!p)
         return K2P_ENOMEM;
     b->data = p;
+    live_change(b->cap, ncap);
     b->cap = ncap;
     return 0;
 }
@@ -275,6 +329,7 @@ void k2p_buf_shrink(k2p_buf *b)
     p = realloc(b->data, b->len + 1);
     if (p) {
         b->data = p;
+        live_change(b->cap, b->len + 1);
         b->cap = b->len + 1;
     }
 }
@@ -282,6 +337,7 @@ void k2p_buf_shrink(k2p_buf *b)
 char *k2p_buf_steal(k2p_buf *b, size_t *len)
 {
     char *p = b->data;
+    live_change(b->cap, 0); /* the caller frees it */
     if (len)
         *len = b->len;
     if (!p)

@@ -121,6 +121,15 @@ void k2p_mem_acquire(k2p_loader *L, size_t bytes)
     pthread_mutex_unlock(&L->mem_mu);
 }
 
+void k2p_mem_take(k2p_loader *L, size_t bytes)
+{
+    if (!bytes)
+        return;
+    pthread_mutex_lock(&L->mem_mu);
+    L->mem_used += (int64_t)bytes;
+    pthread_mutex_unlock(&L->mem_mu);
+}
+
 void k2p_mem_release(k2p_loader *L, size_t bytes)
 {
     if (!bytes)
@@ -1016,6 +1025,9 @@ int k2p_load_run(const k2p_load_opts *o, k2p_load_result *res, k2p_err *err)
             return err->code;
         }
     }
+    /* The budget pays for the big buffers of fetches and batches; the cache of freed ones
+     * (buf.c) may only use what of it they leave. */
+    k2p_buf_pool_set_limit((size_t)o->memory_bytes);
 
     /* Kinesis first: a wrong endpoint or stream is the most common mistake. */
     ko.endpoint = o->endpoint;
@@ -1318,5 +1330,6 @@ out:
     k2p_kinesis_free(k);
     PQfinish(conn);
     loader_deinit(&L);
+    k2p_buf_pool_set_limit(SIZE_MAX);
     return rc;
 }

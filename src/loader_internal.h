@@ -217,8 +217,11 @@ void k2p_loader_fail(k2p_loader *L, int code, const char *fmt, ...)
 /* Wakes the coordinator. Any thread. */
 void k2p_loader_notify(k2p_loader *L);
 
-/* Memory budget: blocks while more than the budget is in flight (unless nothing is). */
+/* Memory budget: k2p_mem_acquire blocks while more than the budget is in flight (unless
+ * nothing is); call it before allocating. k2p_mem_take never blocks: for memory that exists
+ * already and must be counted (waiting would not free it). */
 void k2p_mem_acquire(k2p_loader *L, size_t bytes);
+void k2p_mem_take(k2p_loader *L, size_t bytes);
 void k2p_mem_release(k2p_loader *L, size_t bytes);
 
 /* Batches. */

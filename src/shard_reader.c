@@ -78,7 +78,15 @@ static int push_batch(k2p_shard_rt *s, k2p_batch *b)
     k2p_buf_shrink(&b->rows); /* charge what it holds, not what doubling reserved */
     k2p_buf_shrink(&b->dead);
     b->budget = b->rows.cap + b->dead.cap + sizeof *b;
-    k2p_mem_acquire(L, b->budget);
+    if (s->fetch_held) {
+        /* Polling: the rows were paid for before they were read (fetch_charge). The batch
+         * keeps that payment rather than waiting for a new one while its rows exist. */
+        size_t from_fetch = K2P_MIN(b->budget, s->fetch_charge);
+        s->fetch_charge -= from_fetch;
+        k2p_mem_take(L, b->budget - from_fetch);
+    } else {
+        k2p_mem_acquire(L, b->budget); /* fan-out: events arrive unasked, wait here */
+    }
     atomic_fetch_add_explicit(&s->writer->queued, 1, memory_order_release);
     for (;;) {
         int rc = k2p_ring_push_wait(&s->ring, b, 100 * 1000000LL);
@@ -623,8 +631,8 @@ void *k2p_reader_main(void *arg)
         }
 
         b = batch_of(s, &recs, &unpack, &skip_idx);
-        /* The rows are in the batch now: give back the advance charge, learn the record size. */
-        fetch_release(s);
+        /* Learn the record size for the next charge. The charge itself is handed to the batch
+         * (push_batch) and what is left given back after it. */
         last_bytes = recs.data_bytes;
         if (recs.n && recs.data_bytes)
             s->bytes_per_record =
@@ -668,6 +676,7 @@ void *k2p_reader_main(void *arg)
         } else {
             k2p_batch_free(b); /* nothing read */
         }
+        fetch_release(s);
         if (caught_up && !o->follow) {
             s->tip_call_ns = last_call;
             set_state(s, K2P_READER_CAUGHT_UP, "%s", "");
@@ -679,6 +688,7 @@ void *k2p_reader_main(void *arg)
             nap(L, o->idle_ms);
     }
 out:
+    fetch_release(s);
     /* No more batches from this shard: the writer drains the ring and drops it. */
     k2p_ring_close(&s->ring);
     free(it);

@@ -1,7 +1,8 @@
 /* buf.h - a growable byte buffer with a hard upper bound (like curl's dynbuf).
  *
  * Big blocks (K2P_BUF_POOL_MIN and more) are recycled through a small process-wide cache rather
- * than given back to the system at once: see buf.c for why, and k2p_buf_pool_set_max().
+ * than given back to the system at once: see buf.c for why, k2p_buf_pool_set_max() and
+ * k2p_buf_pool_set_limit().
  *
  * Threading: a buffer belongs to one thread at a time; no internal locking. The cache is
  * thread-safe.
@@ -60,6 +61,14 @@ char *k2p_buf_steal(k2p_buf *b, size_t *len);
 
 /* Sets the cache's bound (0: no cache) and frees the oldest cached blocks beyond it. */
 void k2p_buf_pool_set_max(size_t bytes);
+
+/* Caps big blocks in use and cached together (SIZE_MAX, the default: no such cap): a freed
+ * block is cached only while it fits, and when blocks in use grow, the oldest cached ones are
+ * freed. The loader sets its in-flight budget here. Process-wide, like the cache. */
+void k2p_buf_pool_set_limit(size_t bytes);
+
+/* Bytes of big blocks (K2P_BUF_POOL_MIN and more) held by buffers now, cache not included. */
+size_t k2p_buf_big_bytes(void);
 
 /* Frees every cached block (e.g. before exit, or when going idle). */
 void k2p_buf_pool_drain(void);

@@ -107,6 +107,44 @@ static void test_pool_bound(void **state)
     k2p_buf_pool_set_max(K2P_BUF_POOL_DEFAULT_MAX);
 }
 
+/* With a limit, big blocks in use plus cached ones stay within it: a freed block is cached
+ * only into room it gave back, and blocks in use growing push cached ones out. */
+static void test_pool_limit_counts_blocks_in_use(void **state)
+{
+    k2p_buf a, b, c;
+    (void)state;
+    k2p_buf_pool_set_limit((size_t)12 << 20);
+    k2p_buf_init(&a, 0);
+    k2p_buf_init(&b, 0);
+    k2p_buf_init(&c, 0);
+    assert_int_equal(k2p_buf_big_bytes(), 0);
+    assert_int_equal(k2p_buf_reserve(&a, 3 << 20), 0); /* 4 MiB blocks */
+    assert_int_equal(k2p_buf_reserve(&b, 3 << 20), 0);
+    assert_int_equal(k2p_buf_big_bytes(), (size_t)8 << 20);
+    k2p_buf_deinit(&a); /* 4 in use + 4 cached <= 12 */
+    assert_int_equal(k2p_buf_pool_bytes(), (size_t)4 << 20);
+    assert_int_equal(k2p_buf_big_bytes(), (size_t)4 << 20);
+
+    assert_int_equal(k2p_buf_reserve(&c, 7 << 20), 0); /* a fresh 8 MiB one: 12 in use */
+    assert_int_equal(k2p_buf_big_bytes(), (size_t)12 << 20);
+    assert_int_equal(k2p_buf_pool_bytes(), 0); /* the cached block made room */
+    k2p_buf_deinit(&b);
+    assert_int_equal(k2p_buf_pool_bytes(), (size_t)4 << 20);
+
+    /* Shrinking below the big size, and stealing, stop counting the block. */
+    assert_int_equal(k2p_buf_puts(&c, "x"), 0);
+    k2p_buf_shrink(&c);
+    assert_int_equal(k2p_buf_big_bytes(), 0);
+    k2p_buf_deinit(&c);
+    assert_int_equal(k2p_buf_reserve(&a, 3 << 20), 0); /* takes the cached block */
+    assert_int_equal(k2p_buf_pool_bytes(), 0);
+    free(k2p_buf_steal(&a, NULL));
+    assert_int_equal(k2p_buf_big_bytes(), 0);
+
+    k2p_buf_pool_set_limit(SIZE_MAX);
+    k2p_buf_pool_drain();
+}
+
 /* Shrink and steal still give back plain malloc blocks, whatever the cache did. */
 static void test_shrink_and_steal(void **state)
 {
@@ -168,6 +206,7 @@ int main(void)
         cmocka_unit_test_setup(test_pool_reuses_big_blocks, setup),
         cmocka_unit_test_setup(test_pool_grows_small_cached_block, setup),
         cmocka_unit_test_setup(test_pool_bound, setup),
+        cmocka_unit_test_setup(test_pool_limit_counts_blocks_in_use, setup),
         cmocka_unit_test_setup(test_shrink_and_steal, setup),
         cmocka_unit_test_setup(test_pool_threads, setup),
     };
