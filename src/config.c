@@ -87,6 +87,7 @@ enum opt_id {
     O_ENDPOINT,
     O_PROFILE,
     O_CA_FILE,
+    O_MAX_ATTEMPTS,
     O_KEY_ID,
     O_SECRET,
     O_TOKEN,
@@ -197,6 +198,10 @@ static const opt opts[O_COUNT] = {
     [O_CA_FILE] = {"ca-file", 0, "FILE", T_STRING, NULL, "system CA store", {"AWS_CA_BUNDLE"},
                    NULL, C_AWS, 0, 0, 0, NULL, check_word, OFF(ca_file),
                    "PEM bundle to verify the endpoint's TLS certificate"},
+    [O_MAX_ATTEMPTS] = {"max-attempts", 0, "N", T_INT, "10", NULL, {"AWS_MAX_ATTEMPTS"}, NULL,
+                        C_LOAD | C_TAIL, 0, 1, 100, NULL, NULL, OFF(max_attempts),
+                        "tries per Kinesis call before the run fails (1..100), throttling "
+                        "included; backoff 100 ms doubling up to 5 s, jittered"},
     [O_KEY_ID] = {NULL, 0, NULL, T_STRING, NULL, NULL, {NULL},
                   "sources.kinesis.credentials.aws_access_key_id", C_AWS, F_SECRET, 0, 0, NULL,
                   check_word, OFF(aws_access_key_id),

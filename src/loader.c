@@ -47,6 +47,7 @@ void k2p_load_opts_from_config(k2p_load_opts *o, const k2p_config *cfg, k2p_cred
     o->follow = cfg->follow;
     o->primary_key = !cfg->no_primary_key;
     o->chunk_size = (int)cfg->chunk_size;
+    o->kinesis_max_attempts = (int)cfg->max_attempts;
     o->writers = (int)cfg->writers;
     o->batch_rows = (int)cfg->batch_rows;
     o->flush_ms = (int)cfg->flush_ms;

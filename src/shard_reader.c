@@ -483,7 +483,8 @@ static void read_fanout(k2p_shard_rt *s, const k2p_kinesis_opts *ko, k2p_unpacke
     k2p_loader *L = s->L;
     k2p_err err = {0};
     k2p_subscribe_result res;
-    k2p_subscription *sub = k2p_subscription_new(ko, NULL, &err);
+    k2p_subscribe_opts so = {.max_attempts = ko->max_attempts};
+    k2p_subscription *sub = k2p_subscription_new(ko, &so, &err);
     fanout f = {s, u, 0};
     k2p_iter_pos pos = {s->last_seq, s->start_seq, s->start_at_us, &s->filter_before_us};
     k2p_iter_start start = k2p_shard_iter_start(&pos);

@@ -419,6 +419,7 @@ int k2p_tail_run(const k2p_config *cfg, k2p_cred_chain *creds,
     ko.endpoint = cfg->endpoint;
     ko.region = cfg->region;
     ko.ca_file = cfg->ca_file;
+    ko.max_attempts = (int)cfg->max_attempts;
     ko.creds = creds;
     if ((rc = state_load(&t, err)))
         goto out;

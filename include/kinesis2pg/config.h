@@ -91,6 +91,7 @@ typedef struct k2p_config {
     char *endpoint; /* no trailing '/'; computed from the region when not configured */
     char *profile;  /* NULL: "default" */
     char *ca_file;  /* NULL: system CA store */
+    int64_t max_attempts; /* tries per Kinesis call (AWS_MAX_ATTEMPTS), default 10 */
     /* Explicit keys from dlt secrets / SOURCES__KINESIS__CREDENTIALS__*: secrets, never print. */
     char *aws_access_key_id, *aws_secret_access_key, *aws_session_token;
 

@@ -15,9 +15,10 @@
  *    40 partition keys before, between and after the two reshards; besides the exact set, for
  *    every key the rows were committed in sequence order (a child's after its parent's).
  *  - 100 % throttling of GetRecords in the middle of a load: the run gives up after the
- *    client's retry budget (10 attempts, full-jitter backoff 100 ms..5 s: ~10 s expected, ~21 s
- *    at worst) with exit 1 and one error line naming the stream and the shard; the table is
- *    a per-shard prefix; the next run, faults off, completes the exact set.
+ *    retry budget (--max-attempts 4 here; full-jitter backoff from 100 ms) with exit 1 and one
+ *    error line naming the stream, the shard and the budget; the table is a per-shard prefix;
+ *    the next run, faults off, completes the exact set.
+ *  - The other fault runs give each call 20 tries (see fault_run).
  *  - One 1 MiB record (1,048,000 bytes of JSON) on one shard and 10,000 tiny ones (~90 bytes)
  *    on the other, in the same run, 10,000 per GetRecords.
  *
@@ -106,7 +107,11 @@ static void fault_run(const char *stream, const char *control, const char *stat,
                       const char *const *extra_mock)
 {
     k2p_lt_set *set = &g_set;
-    static const char *const loader_args[] = {"--chunk-size", "100", NULL};
+    /* 20 tries per call, not the default 10: at 30 % throttling a call fails 10 times in a row
+     * with probability 0.3^10 = 6e-6, and ~200 calls made that a failed run once in ~800
+     * (seen in CI). The test is about retrying; running out of tries is
+     * test_throttled_for_good_fails_then_resumes. 0.3^20 = 3.5e-11. */
+    static const char *const loader_args[] = {"--chunk-size", "100", "--max-attempts", "20", NULL};
     int64_t fired;
 
     K2P_LT_REQUIRE(&g);
@@ -249,7 +254,8 @@ static void test_throttled_for_good_fails_then_resumes(void **state)
 {
     const char *stream = "f_throttle_all";
     k2p_lt_set *set = &g_set;
-    static const char *const slow[] = {"--chunk-size", "100", NULL};
+    /* A budget of 4 tries (--max-attempts; default 10): the message must say so. */
+    static const char *const slow[] = {"--chunk-size", "100", "--max-attempts", "4", NULL};
     const char **args = k2p_ft_args(stream, slow);
     char log_path[320], *log, *err_line, *nl, line[600];
     int status, names_stream;
@@ -267,7 +273,7 @@ static void test_throttled_for_good_fails_then_resumes(void **state)
         fail_msg("the load did not reach 2,000 rows before the throttling (%lld)", (long long)rows);
     k2p_ft_mock_control(&mk, "{\"throttle\":1.0,\"fault_ops\":\"GetRecords\"}");
     t_on = k2p_ft_ms();
-    /* 10 attempts with backoff capped at 5 s: at most ~21 s of sleeping, plus the drain. */
+    /* 4 attempts: 3 sleeps of at most 0.1, 0.2 and 0.4 s, plus the drain. */
     status = k2p_ft_reap(pid, 60000, log_path, "100 % throttling");
     took = k2p_ft_ms() - t_on;
     k2p_ft_expect_status(status, 1, log_path, "100 % throttling");
@@ -292,6 +298,8 @@ static void test_throttled_for_good_fails_then_resumes(void **state)
         fail_msg("the error line does not name the shard: %s", err_line);
     if (!strstr(err_line, "ProvisionedThroughputExceeded") && !strstr(err_line, "throttl"))
         fail_msg("the error line does not say it was throttled: %s", err_line);
+    if (!strstr(err_line, "gave up after 4 attempts"))
+        fail_msg("the error line does not give the --max-attempts budget: %s", err_line);
     names_stream = strstr(err_line, stream) != NULL;
     snprintf(line, sizeof line, "%s", err_line);
     free(log);

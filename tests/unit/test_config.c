@@ -123,6 +123,7 @@ static void test_defaults(void **state)
     assert_int_equal(cfg.ms_behind_latest, 1000);
     assert_false(cfg.raw);
     assert_int_equal(cfg.chunk_size, 1000);
+    assert_int_equal(cfg.max_attempts, 10);
     assert_false(cfg.follow);
     assert_string_equal(cfg.table, "clicks");
     assert_string_equal(cfg.schema, "kinesis");
@@ -159,6 +160,8 @@ static void test_defaults(void **state)
     assert_null(cfg.stream);
     k2p_config_deinit(&cfg); /* twice is fine */
 }
+
+static size_t opt_index(const char *name);
 
 static void test_flag_forms(void **state)
 {
@@ -209,6 +212,25 @@ static void test_flag_forms(void **state)
     assert_string_equal(cfg.metrics_host, "127.0.0.1");
     assert_int_equal(cfg.metrics_port, 9090);
     k2p_config_deinit(&cfg);
+
+    /* The retry budget: AWS_MAX_ATTEMPTS as in the AWS SDKs and CLI, the flag over it. */
+    const char *attempts_env[] = {"AWS_MAX_ATTEMPTS=25"};
+    RUN_OK(&cfg, attempts_env, 1, "tail", "-s", "s", "--region", "r1");
+    assert_int_equal(cfg.max_attempts, 25);
+    assert_int_equal(cfg.source[opt_index("max-attempts")], K2P_SRC_ENV);
+    k2p_config_deinit(&cfg);
+    RUN_OK(&cfg, attempts_env, 1, "load", "-s", "s", "--region", "r1", "--max-attempts", "1");
+    assert_int_equal(cfg.max_attempts, 1);
+    assert_int_equal(cfg.source[opt_index("max-attempts")], K2P_SRC_FLAG);
+    k2p_config_deinit(&cfg);
+    RUN_OK(&cfg, attempts_env, 1, "status", "-s", "s"); /* not read by status */
+    assert_int_equal(cfg.source[opt_index("max-attempts")], K2P_SRC_DEFAULT);
+    k2p_config_deinit(&cfg);
+    expect_error(NULL, 0, "--max-attempts: invalid value '0': must be from 1 to 100", "load", "-s",
+                 "s", "--region", "r1", "--max-attempts", "0", NULL);
+    const char *bad_attempts[] = {"AWS_MAX_ATTEMPTS=many"};
+    expect_error(bad_attempts, 1, "AWS_MAX_ATTEMPTS: invalid value 'many'", "load", "-s", "s",
+                 "--region", "r1", NULL);
 }
 
 static void test_metrics_addr(void **state)
