@@ -10,9 +10,10 @@
  * what it adds to the peak RSS is bounded; the oldest blocks leave first.
  *
  * A second bound, k2p_buf_pool_set_limit(), covers big blocks in use and cached together (the
- * loader sets it to its in-flight budget). The budget already pays for the big blocks its
- * batches and fetches use; the cache only keeps what they freed, so without this bound a busy
- * run could hold its whole budget in use plus a full cache (24 MiB) on top.
+ * loader sets it to 1.5 x its in-flight budget: see loader.c). The budget already pays for
+ * most of the big blocks its batches and fetches use; the cache only keeps what they freed, so
+ * without this bound a busy run could hold its whole budget in use plus a full cache (24 MiB)
+ * on top.
  * Blocks in use are counted in big_live as buffers take, grow, shrink and free them; when they
  * grow past the limit, cached blocks are freed first. A freed block becomes cached only into
  * room that the block itself just gave back, so a steady run keeps its cache.

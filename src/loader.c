@@ -1027,8 +1027,13 @@ int k2p_load_run(const k2p_load_opts *o, k2p_load_result *res, k2p_err *err)
         }
     }
     /* The budget pays for the big buffers of fetches and batches; the cache of freed ones
-     * (buf.c) may only use what of it they leave. */
-    k2p_buf_pool_set_limit((size_t)o->memory_bytes);
+     * (buf.c) may only use what of it they leave, plus half as much again. Big blocks in use
+     * run past the budget by several MiB (a reader's answer buffer and arena between calls, the
+     * writers' COPY data): with the bound at the budget itself, 4 shards of 4 MB answers left
+     * the cache empty, doubling page faults (78k -> 155k) and loader CPU per row (2.0 -> 3.4 s
+     * per million rows, make bench of 2026-12-04). At 1.5 x the faults are back to 66-71k and
+     * peak RSS is 52 MiB (docs/benchmarks.md). */
+    k2p_buf_pool_set_limit((size_t)o->memory_bytes + (size_t)o->memory_bytes / 2);
 
     /* Kinesis first: a wrong endpoint or stream is the most common mistake. */
     ko.endpoint = o->endpoint;
