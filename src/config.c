@@ -81,6 +81,7 @@ enum opt_id {
     O_WRITERS,
     O_BATCH_ROWS,
     O_FLUSH_MS,
+    O_MEMORY_MB,
     O_NO_PK,
     O_PG,
     O_REGION,
@@ -176,6 +177,11 @@ static const opt opts[O_COUNT] = {
     [O_FLUSH_MS] = {"flush-ms", 0, "MS", T_INT, "500", NULL, {NULL}, NULL, C_LOAD, 0, 1, 3600000,
                     NULL, NULL, OFF(flush_ms),
                     "longest a writer holds rows before committing them"},
+    [O_MEMORY_MB] = {"memory-mb", 0, "MIB", T_INT, "32", NULL, {"KINESIS2PG_MEMORY_MB"}, NULL,
+                     C_LOAD, 0, 8, 65536, NULL, NULL, OFF(memory_mb),
+                     "in-flight budget for GetRecords answers and uncommitted rows, in MiB; "
+                     "peak RSS is about 1.5 x this + 16 MiB + 100 KiB a shard; more reads ahead "
+                     "faster (docs/operations.md, Memory)"},
     [O_NO_PK] = {"no-primary-key", 0, NULL, T_BOOL, "false", NULL, {NULL}, NULL, C_LOAD, 0, 0, 0,
                  NULL, NULL, OFF(no_primary_key),
                  "create the table without the primary key on _kinesis_msg_id"},

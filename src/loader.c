@@ -53,7 +53,7 @@ void k2p_load_opts_from_config(k2p_load_opts *o, const k2p_config *cfg, k2p_cred
     o->flush_ms = (int)cfg->flush_ms;
     o->poll_min_ms = 200;
     o->idle_ms = 1000;
-    o->memory_bytes = K2P_DEFAULT_MEMORY;
+    o->memory_bytes = cfg->memory_mb > 0 ? cfg->memory_mb << 20 : K2P_DEFAULT_MEMORY;
     o->summary = stderr;
     o->leases = cfg->leases;
     o->lease_ttl_ms = (int)cfg->lease_ttl_ms;

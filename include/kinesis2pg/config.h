@@ -83,6 +83,7 @@ typedef struct k2p_config {
     char *table;                           /* default: the stream name */
     char *schema;                          /* default "kinesis" */
     int64_t writers, batch_rows, flush_ms; /* 2, 50000, 500 */
+    int64_t memory_mb;                     /* in-flight budget, MiB: 32 */
     bool no_primary_key;
     char *pg_conninfo; /* NULL: libpq defaults (PG* env). May hold a password: never print it */
 

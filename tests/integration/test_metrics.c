@@ -116,7 +116,7 @@ static void test_metrics_during_follow_load(void **state)
     snprintf(log, sizeof log, "%s/metrics-loader.log", g.tmpdir);
     pid = k2p_lt_spawn_loader(&g,
                               K2P_LT_ARGS("--stream", "met", "--from", "trim_horizon", "--follow",
-                                          "--metrics-addr", addr),
+                                          "--metrics-addr", addr, "--memory-mb", "48"),
                               log);
 
     /* /healthz as soon as it listens; /readyz once reading; rows reach what was put. */
@@ -141,6 +141,8 @@ static void test_metrics_during_follow_load(void **state)
     assert_non_null(strstr(body.data, "kinesis2pg_millis_behind_latest{stream=\"met\",shard=\""));
     assert_non_null(strstr(body.data, "kinesis2pg_kinesis_retries_total{"));
     assert_non_null(strstr(body.data, "kinesis2pg_writer_transactions_total{"));
+    /* --memory-mb reaches the loader's budget. */
+    assert_true(sum_metric(body.data, "kinesis2pg_memory_budget_bytes") == 48.0 * 1048576);
     assert_int_equal(get(port, "/nope", &body), 404);
 
     /* promtool validates the exposition format. */

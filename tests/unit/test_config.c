@@ -130,6 +130,7 @@ static void test_defaults(void **state)
     assert_int_equal(cfg.writers, 2);
     assert_int_equal(cfg.batch_rows, 50000);
     assert_int_equal(cfg.flush_ms, 500);
+    assert_int_equal(cfg.memory_mb, 32);
     assert_false(cfg.no_primary_key);
     assert_null(cfg.pg_conninfo);
     assert_string_equal(cfg.region, "eu-west-1");
@@ -226,6 +227,17 @@ static void test_flag_forms(void **state)
     RUN_OK(&cfg, attempts_env, 1, "status", "-s", "s"); /* not read by status */
     assert_int_equal(cfg.source[opt_index("max-attempts")], K2P_SRC_DEFAULT);
     k2p_config_deinit(&cfg);
+    const char *mem_env[] = {"KINESIS2PG_MEMORY_MB=48"};
+    RUN_OK(&cfg, mem_env, 1, "load", "-s", "s", "--region", "r1");
+    assert_int_equal(cfg.memory_mb, 48);
+    k2p_config_deinit(&cfg);
+    RUN_OK(&cfg, mem_env, 1, "load", "-s", "s", "--region", "r1", "--memory-mb=64");
+    assert_int_equal(cfg.memory_mb, 64);
+    k2p_config_deinit(&cfg);
+    expect_error(NULL, 0, "--memory-mb: invalid value '4': must be from 8 to 65536", "load", "-s",
+                 "s", "--region", "r1", "--memory-mb", "4", NULL);
+    expect_error(NULL, 0, "--memory-mb is not an option of 'tail'", "tail", "-s", "s",
+                 "--region", "r1", "--memory-mb", "64", NULL);
     expect_error(NULL, 0, "--max-attempts: invalid value '0': must be from 1 to 100", "load", "-s",
                  "s", "--region", "r1", "--max-attempts", "0", NULL);
     const char *bad_attempts[] = {"AWS_MAX_ATTEMPTS=many"};
