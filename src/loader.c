@@ -1030,8 +1030,8 @@ int k2p_load_run(const k2p_load_opts *o, k2p_load_result *res, k2p_err *err)
      * (buf.c) may only use what of it they leave, plus half as much again. Big blocks in use
      * run past the budget by several MiB (a reader's answer buffer and arena between calls, the
      * writers' COPY data): with the bound at the budget itself, 4 shards of 4 MB answers left
-     * the cache empty, doubling page faults (78k -> 155k) and loader CPU per row (2.0 -> 3.4 s
-     * per million rows, make bench of 2026-12-04). At 1.5 x the faults are back to 66-71k and
+     * the cache empty, doubling page faults (78k -> 155k) and loader CPU per row (2.0 -> 3.6 s
+     * per million rows, make bench of 2026-12-04). At 1.5 x the faults are back to 65-71k and
      * peak RSS is 52 MiB (docs/benchmarks.md). */
     k2p_buf_pool_set_limit((size_t)o->memory_bytes + (size_t)o->memory_bytes / 2);
 

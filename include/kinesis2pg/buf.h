@@ -64,7 +64,8 @@ void k2p_buf_pool_set_max(size_t bytes);
 
 /* Caps big blocks in use and cached together (SIZE_MAX, the default: no such cap): a freed
  * block is cached only while it fits, and when blocks in use grow, the oldest cached ones are
- * freed. The loader sets its in-flight budget here. Process-wide, like the cache. */
+ * freed. The loader sets 1.5 x its in-flight budget here (loader.c says why). Process-wide,
+ * like the cache. */
 void k2p_buf_pool_set_limit(size_t bytes);
 
 /* Bytes of big blocks (K2P_BUF_POOL_MIN and more) held by buffers now, cache not included. */
