@@ -345,6 +345,10 @@ static void test_kill9_twenty_times(void **state)
                                  NULL};
     const char **args = k2p_ft_args(stream, extra);
     int max_delay = is_long ? 3000 : 1500, min_delay = is_long ? 200 : 100;
+    /* Kill moments are drawn below `cap`: a run that finishes on its own lowers it to 3/4 of the
+     * time it took, so the kills keep landing mid-run when few rows are left (with a fixed
+     * 100-1500 ms a TSan run once finished 46 times in 60); a top-up restores it. */
+    int cap = max_delay;
     char log_path[320], put[160];
     int killed = 0, finished = 0, mid_load = 0, attempts = 0;
     int64_t t0;
@@ -362,8 +366,8 @@ static void test_kill9_twenty_times(void **state)
     log_path_for(log_path, sizeof log_path, stream);
     t0 = k2p_ft_ms();
     while (killed < KILLS) {
-        int status = 0, delay = (int)k2p_ft_rand(min_delay, max_delay);
-        int64_t before = records_in(stream);
+        int status = 0, delay;
+        int64_t before = records_in(stream), started;
         pid_t pid;
 
         if (++attempts > KILLS * 3)
@@ -373,11 +377,15 @@ static void test_kill9_twenty_times(void **state)
             fprintf(stderr, "  %s: all %zu rows in; putting " TOP_UP " more\n", stream, set->n);
             k2p_lt_produce(&g, stream, set,
                            "--count " TOP_UP " --kind json --size 100 --seed 4242");
+            cap = max_delay;
         }
+        delay = (int)k2p_ft_rand(min_delay, cap);
+        started = k2p_ft_ms();
         pid = k2p_lt_spawn_loader(&g, args, log_path);
         if (k2p_lt_wait_pid(pid, delay, &status)) {
             k2p_ft_expect_status(status, 0, log_path, "a run that finished before its kill");
             finished++;
+            cap = (int)K2P_MAX((int64_t)min_delay, (k2p_ft_ms() - started) * 3 / 4);
             continue;
         }
         kill(pid, SIGKILL);
