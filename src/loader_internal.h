@@ -63,6 +63,7 @@ typedef struct k2p_shard_rt {
     bool had_checkpoint_seq;
     int64_t filter_before_us; /* reader: skip records until one arrived at/after this (0: off) */
     double bytes_per_record;  /* reader: running estimate, to charge a GetRecords in advance */
+    size_t row_extra;         /* reader: COPY bytes per row beyond its data, last batch's */
     size_t fetch_charge;      /* reader: what the GetRecords in progress is charged */
     bool fetch_held;          /* reader: that charge is currently held */
     bool closed_in_state; /* finished in an earlier run */
