@@ -92,9 +92,16 @@ void k2p_loader_fail(k2p_loader *L, int code, const char *fmt, ...)
 void k2p_mem_acquire(k2p_loader *L, size_t bytes)
 {
     bool waiting = false;
+    uint64_t me;
     pthread_mutex_lock(&L->mem_mu);
-    /* Wait while over budget, unless nothing is in flight (one batch always fits). */
-    while (L->mem_used > 0 && L->mem_used + (int64_t)bytes > L->o->memory_bytes &&
+    /* First come, first served: wait for our turn, then while over budget, unless nothing is
+     * in flight (one batch always fits). Without the turns a reader that arrived while room was
+     * free took it past those already waiting: on 4 shards one reader found no room for its
+     * first call for 5.5 s while the other three read their shards to the end, and the run
+     * took twice as long as their pace (docs/benchmarks.md). */
+    me = L->mem_next_turn++;
+    while ((me != L->mem_turn ||
+            (L->mem_used > 0 && L->mem_used + (int64_t)bytes > L->o->memory_bytes)) &&
            !atomic_load(&L->stop_readers)) {
         if (!waiting) {
             /* Ask the writers to commit now: someone waits for room. Their waiters have
@@ -119,6 +126,10 @@ void k2p_mem_acquire(k2p_loader *L, size_t bytes)
     if (waiting)
         atomic_fetch_sub(&L->mem_waiters, 1);
     L->mem_used += (int64_t)bytes;
+    if (me == L->mem_turn) { /* (when stopping, everyone passes and turns no longer matter) */
+        L->mem_turn++;
+        pthread_cond_broadcast(&L->mem_cv); /* the next in line may fit too */
+    }
     pthread_mutex_unlock(&L->mem_mu);
 }
 

@@ -193,6 +193,7 @@ typedef struct k2p_loader {
     pthread_mutex_t mem_mu;
     pthread_cond_t mem_cv;
     int64_t mem_used;
+    uint64_t mem_next_turn, mem_turn; /* k2p_mem_acquire's queue: tickets taken, now served */
     atomic_int mem_waiters; /* readers waiting for room: writers commit what they have */
 
     /* Run-wide flags. */
@@ -219,7 +220,7 @@ void k2p_loader_fail(k2p_loader *L, int code, const char *fmt, ...)
 void k2p_loader_notify(k2p_loader *L);
 
 /* Memory budget: k2p_mem_acquire blocks while more than the budget is in flight (unless
- * nothing is); call it before allocating. k2p_mem_take never blocks: for memory that exists
+ * nothing is), first come first served; call it before allocating. k2p_mem_take never blocks: for memory that exists
  * already and must be counted (waiting would not free it). */
 void k2p_mem_acquire(k2p_loader *L, size_t bytes);
 void k2p_mem_take(k2p_loader *L, size_t bytes);
