@@ -79,7 +79,7 @@ typedef struct k2p_shard_rt {
     uint64_t next_batch_no;
     char last_seq[K2P_SEQ_BUF]; /* last record consumed (reader only) */
     bool any_record;            /* reader: a record was ever read (this run or before) */
-    /* reader: message ids of the answer being encoded, computed eight at a time */
+    /* reader: message ids of the records being encoded, a block at a time (shard_reader.c) */
     char (*ids)[K2P_MSG_ID_LEN + 1];
     const char **id_seqs;
     size_t *id_lens;
