@@ -318,6 +318,18 @@ static int claim_quota(k2p_loader *L)
  * 10,000-record answer were ~350 KB per shard, kept for the whole run (22 MB of peak RSS on
  * 64 shards). */
 #define K2P_ID_BLOCK 1024
+
+static void ids_free(k2p_shard_rt *s)
+{
+    free(s->ids);
+    free(s->id_seqs);
+    free(s->id_lens);
+    s->ids = NULL;
+    s->id_seqs = NULL;
+    s->id_lens = NULL;
+    s->ids_cap = 0;
+}
+
 static const char (*ids_of(k2p_shard_rt *s, const k2p_records *recs, size_t from,
                            size_t n))[K2P_MSG_ID_LEN + 1]
 {
@@ -326,12 +338,7 @@ static const char (*ids_of(k2p_shard_rt *s, const k2p_records *recs, size_t from
         s->id_seqs = malloc(K2P_ID_BLOCK * sizeof *s->id_seqs);
         s->id_lens = malloc(K2P_ID_BLOCK * sizeof *s->id_lens);
         if (!s->ids || !s->id_seqs || !s->id_lens) {
-            free(s->ids);
-            free(s->id_seqs);
-            free(s->id_lens);
-            s->ids = NULL;
-            s->id_seqs = NULL;
-            s->id_lens = NULL;
+            ids_free(s);
             return NULL;
         }
         s->ids_cap = K2P_ID_BLOCK;
@@ -726,13 +733,7 @@ out:
     free(it);
     k2p_records_deinit(&recs);
     k2p_unpacker_deinit(&unpack);
-    free(s->ids);
-    free(s->id_seqs);
-    free(s->id_lens);
-    s->ids = NULL;
-    s->id_seqs = NULL;
-    s->id_lens = NULL;
-    s->ids_cap = 0;
+    ids_free(s);
     k2p_kinesis_free(k);
     k2p_loader_notify(L);
     return NULL;
