@@ -898,7 +898,7 @@ def main():
     a.repeat = max(1, int(e('BENCH_REPEAT') or (1 if quick else 3)))
     a.sweep_repeat = max(1, int(e('BENCH_SWEEP_REPEAT') or (1 if quick else 2)))
     a.loader_args = (e('BENCH_LOADER_ARGS') or '').split()
-    a.variant_args = (e('BENCH_VARIANT_ARGS', '--batch-rows 20000')).split()
+    a.variant_args = (e('BENCH_VARIANT_ARGS', '--batch-rows 50000')).split()
     a.phases = (e('BENCH_PHASES') or 'main sweep limits').split()
     if e('BENCH_PERF', '0') not in ('', '0'):
         a.phases.append('perf')

@@ -22,7 +22,7 @@
 #   BENCH_SWEEP_REPEAT            runs per sweep point (2; quick: 1)
 #   BENCH_LOADER_ARGS             extra kinesis2pg flags for every run (e.g. "--writers 3")
 #   BENCH_VARIANT_ARGS            flags of a second kinesis2pg row in the main phase
-#                                 ("--batch-rows 20000"; empty to skip)
+#                                 ("--batch-rows 50000", the default before 2026-12-04; empty to skip)
 #   BENCH_PHASES                  "main sweep limits" (any subset, in that order)
 #   BENCH_PERF=1                  also profile one kinesis2pg run with perf record -g
 #   BENCH_OUT=FILE                also write the results as JSON to FILE

@@ -171,7 +171,7 @@ static const opt opts[O_COUNT] = {
                   NULL, check_ident, OFF(schema), "target schema (dlt's dataset_name)"},
     [O_WRITERS] = {"writers", 0, "N", T_INT, "2", NULL, {NULL}, NULL, C_LOAD, 0, 1, 64, NULL, NULL,
                    OFF(writers), "PostgreSQL writer connections (1..64)"},
-    [O_BATCH_ROWS] = {"batch-rows", 0, "N", T_INT, "50000", NULL, {NULL}, NULL, C_LOAD, 0, 1,
+    [O_BATCH_ROWS] = {"batch-rows", 0, "N", T_INT, "20000", NULL, {NULL}, NULL, C_LOAD, 0, 1,
                       10000000, NULL, NULL, OFF(batch_rows),
                       "rows a writer coalesces into one transaction"},
     [O_FLUSH_MS] = {"flush-ms", 0, "MS", T_INT, "500", NULL, {NULL}, NULL, C_LOAD, 0, 1, 3600000,

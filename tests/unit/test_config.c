@@ -128,7 +128,7 @@ static void test_defaults(void **state)
     assert_string_equal(cfg.table, "clicks");
     assert_string_equal(cfg.schema, "kinesis");
     assert_int_equal(cfg.writers, 2);
-    assert_int_equal(cfg.batch_rows, 50000);
+    assert_int_equal(cfg.batch_rows, 20000);
     assert_int_equal(cfg.flush_ms, 500);
     assert_int_equal(cfg.memory_mb, 32);
     assert_false(cfg.no_primary_key);
