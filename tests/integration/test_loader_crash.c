@@ -8,6 +8,13 @@
  * a COPY fail, and the run with it), once with --no-primary-key (a duplicate would be a visible
  * extra row). A rerun then loads nothing.
  *
+ * And one deterministic kill: while the loader records its first shard plan (a test session
+ * holds kinesis2pg.checkpoints in SHARE mode, so the loader's first checkpoint INSERT waits),
+ * its runs row must not be visible yet, and after a kill -9 there the next run loads every
+ * record. A runs row without the shard rows planned with it made the next run treat the shards
+ * as created after that run and start them at its start time, skipping everything put before
+ * (c7538b5; seen once in test_faults_process under TSan).
+ *
  * The random delays come from K2P_TEST_SEED when set (else the clock) and the seed is printed,
  * so a failure can be replayed.
  *
@@ -26,6 +33,8 @@
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <libpq-fe.h>
 
 #include "kinesis2pg/common.h"
 #include "loader_testlib.h"
@@ -201,11 +210,104 @@ static void test_kill9_without_primary_key(void **state)
     k2p_lt_set_free(&set);
 }
 
+/* Executes `sql` on `c`, failing the test on an error. */
+static void exec_ok(PGconn *c, const char *sql)
+{
+    PGresult *r = PQexec(c, sql);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK) {
+        char msg[300];
+        snprintf(msg, sizeof msg, "%s", PQerrorMessage(c));
+        PQclear(r);
+        fail_msg("%s: %s", sql, msg);
+    }
+    PQclear(r);
+}
+
+/* Waits up to timeout_ms until `sql` (a count) returns `want`; returns the last count. */
+static int64_t wait_count(const char *sql, int64_t want, int timeout_ms)
+{
+    int64_t deadline = k2p_now_ns() + (int64_t)timeout_ms * 1000000, n;
+    while ((n = k2p_lt_i64(&g, "%s", sql)) != want && k2p_now_ns() < deadline)
+        usleep(20000);
+    return n;
+}
+
+static void test_kill9_while_planning(void **state)
+{
+    static const char waiting[] =
+        "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
+        " WHERE NOT l.granted AND a.application_name = 'kinesis2pg'"
+        " AND l.relation = 'kinesis2pg.checkpoints'::regclass";
+    static const char loaders[] =
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'kinesis2pg'";
+    static const char runs[] = "SELECT count(*) FROM kinesis2pg.runs WHERE stream = 'crash_plan'";
+    const char *const args[] = {"--stream", "crash_plan", "--from", "trim_horizon", NULL};
+    k2p_lt_set set = {0};
+    char log_path[320];
+    PGconn *holder;
+    int status = 0;
+    pid_t pid;
+    (void)state;
+    K2P_LT_REQUIRE(&g);
+
+    /* The state tables exist (a load of an empty stream creates them) and no earlier run of
+     * this stream does: its first run is the one killed. */
+    k2p_lt_create_stream(&g, "crash_plan_init", 1);
+    assert_int_equal(K2P_LT_LOAD_OK(&g, "kinesis", "crash_plan_init", "--stream",
+                                    "crash_plan_init", "--from", "trim_horizon"),
+                     0);
+    k2p_lt_create_stream(&g, "crash_plan", 2);
+    assert_int_equal(k2p_lt_produce(&g, "crash_plan", &set, "--count 2000 --kind json --size 120"),
+                     2000);
+    /* Every record more than a second older than the killed run's start: what the old code's
+     * next run skipped. */
+    k2p_lt_sleep_until_wall(k2p_wall_us() + 1200000);
+
+    holder = k2p_test_pg_connect(&g.pg);
+    assert_non_null(holder);
+    exec_ok(holder, "BEGIN");
+    exec_ok(holder, "LOCK TABLE kinesis2pg.checkpoints IN SHARE MODE");
+    snprintf(log_path, sizeof log_path, "%s/crash_plan.log", g.tmpdir);
+    pid = k2p_lt_spawn_loader(&g, args, log_path);
+    {
+        int64_t deadline = k2p_now_ns() + 60 * 1000000000LL;
+        while (k2p_lt_i64(&g, "%s", waiting) == 0) {
+            if (k2p_lt_wait_pid(pid, 20, &status)) {
+                print_tail(log_path, 6000);
+                fail_msg("the loader ended (status 0x%x) instead of waiting to plan", status);
+            }
+            if (k2p_now_ns() > deadline)
+                fail_msg("the loader never waited for kinesis2pg.checkpoints in 60 s");
+        }
+    }
+    /* It waits inside its plan: nothing of this run may be committed yet. */
+    if (k2p_lt_i64(&g, "%s", runs) != 0)
+        fail_msg("the runs row is committed before the shard rows planned with it");
+    if (kill(pid, SIGKILL) != 0)
+        fail_msg("kill %d failed", (int)pid);
+    while (waitpid(pid, &status, 0) < 0)
+        ;
+    exec_ok(holder, "ROLLBACK");
+    PQfinish(holder);
+    /* The killed loader's sessions end once their statements get the lock and find the client
+     * gone; until then its advisory lock would refuse the next run. */
+    if (wait_count(loaders, 0, 30000) != 0)
+        fail_msg("the killed loader's sessions did not end in 30 s");
+    if (k2p_lt_i64(&g, "%s", runs) != 0)
+        fail_msg("the killed run's runs row was committed without its shard rows");
+
+    assert_int_equal(k2p_lt_load_ok(&g, "kinesis", "crash_plan", args), 2000);
+    k2p_lt_assert_table(&g, "kinesis", "crash_plan", "crash_plan", &set, K2P_LT_JSON);
+    k2p_lt_assert_checkpoints(&g, "crash_plan", &set);
+    k2p_lt_set_free(&set);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_kill9_with_primary_key),
         cmocka_unit_test(test_kill9_without_primary_key),
+        cmocka_unit_test(test_kill9_while_planning),
     };
     k2p_lt_filter_from_env();
     return cmocka_run_group_tests(tests, setup, teardown);
