@@ -253,8 +253,8 @@ static void test_kill9_while_planning(void **state)
     /* The state tables exist (a load of an empty stream creates them) and no earlier run of
      * this stream does: its first run is the one killed. */
     k2p_lt_create_stream(&g, "crash_plan_init", 1);
-    assert_int_equal(K2P_LT_LOAD_OK(&g, "kinesis", "crash_plan_init", "--stream",
-                                    "crash_plan_init", "--from", "trim_horizon"),
+    assert_int_equal(K2P_LT_LOAD_OK(&g, "kinesis", "crash_plan_init", "--stream", "crash_plan_init",
+                                    "--from", "trim_horizon"),
                      0);
     k2p_lt_create_stream(&g, "crash_plan", 2);
     assert_int_equal(k2p_lt_produce(&g, "crash_plan", &set, "--count 2000 --kind json --size 120"),
