@@ -87,6 +87,28 @@ void k2p_loader_fail(k2p_loader *L, int code, const char *fmt, ...)
     pthread_cond_signal(&L->coord_cv);
     pthread_mutex_unlock(&L->coord_mu);
     atomic_store(&L->stop_readers, true);
+    k2p_mem_wake_all(L);
+}
+
+void k2p_mem_init(k2p_loader *L)
+{
+    pthread_mutex_init(&L->mem_mu, NULL);
+    for (int i = 0; i < K2P_MEM_CVS; i++)
+        pthread_cond_init(&L->mem_cv[i], NULL);
+}
+
+void k2p_mem_deinit(k2p_loader *L)
+{
+    pthread_mutex_destroy(&L->mem_mu);
+    for (int i = 0; i < K2P_MEM_CVS; i++)
+        pthread_cond_destroy(&L->mem_cv[i]);
+}
+
+/* Wakes the waiter whose turn it is (and the few sharing its condition variable). Under
+ * mem_mu. */
+static void mem_wake_turn(k2p_loader *L)
+{
+    pthread_cond_broadcast(&L->mem_cv[L->mem_turn % K2P_MEM_CVS]);
 }
 
 void k2p_mem_acquire(k2p_loader *L, size_t bytes)
@@ -98,7 +120,10 @@ void k2p_mem_acquire(k2p_loader *L, size_t bytes)
      * in flight (one batch always fits). Without the turns a reader that arrived while room was
      * free took it past those already waiting: on 4 shards one reader found no room for its
      * first call for 5.5 s while the other three read their shards to the end, and the run
-     * took twice as long as their pace (docs/benchmarks.md). */
+     * took twice as long as their pace (docs/benchmarks.md). Each ticket waits on its own
+     * condition variable (one of K2P_MEM_CVS), so a release wakes the head of the queue, not
+     * every reader: with one condition variable, 256 waiting readers all woke on every commit
+     * and every grant (futex and scheduler time on 256-shard loads). */
     me = L->mem_next_turn++;
     while ((me != L->mem_turn ||
             (L->mem_used > 0 && L->mem_used + (int64_t)bytes > L->o->memory_bytes)) &&
@@ -121,14 +146,14 @@ void k2p_mem_acquire(k2p_loader *L, size_t bytes)
             ts.tv_sec++;
             ts.tv_nsec -= 1000000000;
         }
-        pthread_cond_timedwait(&L->mem_cv, &L->mem_mu, &ts);
+        pthread_cond_timedwait(&L->mem_cv[me % K2P_MEM_CVS], &L->mem_mu, &ts);
     }
     if (waiting)
         atomic_fetch_sub(&L->mem_waiters, 1);
     L->mem_used += (int64_t)bytes;
     if (me == L->mem_turn) { /* (when stopping, everyone passes and turns no longer matter) */
         L->mem_turn++;
-        pthread_cond_broadcast(&L->mem_cv); /* the next in line may fit too */
+        mem_wake_turn(L); /* the next in line may fit too */
     }
     pthread_mutex_unlock(&L->mem_mu);
 }
@@ -148,7 +173,15 @@ void k2p_mem_release(k2p_loader *L, size_t bytes)
         return;
     pthread_mutex_lock(&L->mem_mu);
     L->mem_used -= (int64_t)bytes;
-    pthread_cond_broadcast(&L->mem_cv);
+    mem_wake_turn(L);
+    pthread_mutex_unlock(&L->mem_mu);
+}
+
+void k2p_mem_wake_all(k2p_loader *L)
+{
+    pthread_mutex_lock(&L->mem_mu);
+    for (int i = 0; i < K2P_MEM_CVS; i++)
+        pthread_cond_broadcast(&L->mem_cv[i]);
     pthread_mutex_unlock(&L->mem_mu);
 }
 
@@ -958,8 +991,7 @@ static int loader_init(k2p_loader *L, const k2p_load_opts *o)
 {
     memset(L, 0, sizeof *L);
     L->o = o;
-    pthread_mutex_init(&L->mem_mu, NULL);
-    pthread_cond_init(&L->mem_cv, NULL);
+    k2p_mem_init(L);
     pthread_mutex_init(&L->coord_mu, NULL);
     pthread_cond_init(&L->coord_cv, NULL);
     pthread_mutex_init(&L->shards_mu, NULL);
@@ -1003,8 +1035,7 @@ static void loader_deinit(k2p_loader *L)
     PQfinish(L->ckpt_conn);
     k2p_stream_state_deinit(&L->state);
     free(L->qualified_table);
-    pthread_mutex_destroy(&L->mem_mu);
-    pthread_cond_destroy(&L->mem_cv);
+    k2p_mem_deinit(L);
     pthread_mutex_destroy(&L->coord_mu);
     pthread_cond_destroy(&L->coord_cv);
     pthread_mutex_destroy(&L->shards_mu);
@@ -1220,6 +1251,7 @@ int k2p_load_run(const k2p_load_opts *o, k2p_load_result *res, k2p_err *err)
             if (o->stop && *o->stop)
                 atomic_store(&L.signalled, true);
             atomic_store(&L.stop_readers, true);
+            k2p_mem_wake_all(&L);
             break;
         }
         if (atomic_load(&L.stop_readers)) /* --max-messages */
@@ -1280,6 +1312,7 @@ int k2p_load_run(const k2p_load_opts *o, k2p_load_result *res, k2p_err *err)
 stop:
     atomic_store(&L.running, false);
     atomic_store(&L.stop_readers, true);
+    k2p_mem_wake_all(&L);
     for (size_t i = 0; i < L.n_shards; i++)
         if (L.shards[i]->thread_started)
             pthread_join(L.shards[i]->thread, NULL);

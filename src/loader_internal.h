@@ -30,6 +30,7 @@
 #define K2P_SEQ_BUF 132
 #define K2P_SHARD_RING 16    /* batches queued per shard */
 #define K2P_CKPT_RING 4096   /* committed batches queued per writer */
+#define K2P_MEM_CVS 64       /* condition variables of the memory budget's queue */
 
 enum {
     K2P_BATCH_CLOSED = 1,    /* the shard ended (SHARD_END) after this batch */
@@ -191,7 +192,7 @@ typedef struct k2p_loader {
 
     /* Memory budget: bytes of batches between readers and commit. */
     pthread_mutex_t mem_mu;
-    pthread_cond_t mem_cv;
+    pthread_cond_t mem_cv[K2P_MEM_CVS]; /* ticket t waits on mem_cv[t % K2P_MEM_CVS] */
     int64_t mem_used;
     uint64_t mem_next_turn, mem_turn; /* k2p_mem_acquire's queue: tickets taken, now served */
     atomic_int mem_waiters; /* readers waiting for room: writers commit what they have */
@@ -220,11 +221,15 @@ void k2p_loader_fail(k2p_loader *L, int code, const char *fmt, ...)
 void k2p_loader_notify(k2p_loader *L);
 
 /* Memory budget: k2p_mem_acquire blocks while more than the budget is in flight (unless
- * nothing is), first come first served; call it before allocating. k2p_mem_take never blocks: for memory that exists
- * already and must be counted (waiting would not free it). */
+ * nothing is), first come first served; call it before allocating. k2p_mem_take never
+ * blocks: for memory that exists already and must be counted (waiting would not free it).
+ * k2p_mem_wake_all wakes every waiter (after stop_readers is set: they pass). */
+void k2p_mem_init(k2p_loader *L);
+void k2p_mem_deinit(k2p_loader *L);
 void k2p_mem_acquire(k2p_loader *L, size_t bytes);
 void k2p_mem_take(k2p_loader *L, size_t bytes);
 void k2p_mem_release(k2p_loader *L, size_t bytes);
+void k2p_mem_wake_all(k2p_loader *L);
 
 /* Batches. */
 k2p_batch *k2p_batch_new(k2p_shard_rt *s);

@@ -38,8 +38,7 @@ static int setup(void **state)
         return -1;
     f->o.memory_bytes = 100;
     f->L.o = &f->o;
-    pthread_mutex_init(&f->L.mem_mu, NULL);
-    pthread_cond_init(&f->L.mem_cv, NULL);
+    k2p_mem_init(&f->L);
     *state = f;
     return 0;
 }
@@ -47,8 +46,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     fixture *f = *state;
-    pthread_mutex_destroy(&f->L.mem_mu);
-    pthread_cond_destroy(&f->L.mem_cv);
+    k2p_mem_deinit(&f->L);
     free(f);
     return 0;
 }
@@ -138,9 +136,7 @@ static void test_stopping_lets_waiters_through(void **state)
     assert_int_equal(pthread_create(&tb, NULL, request, &b), 0);
     wait_for_waiters(&f->L, 2);
     atomic_store(&f->L.stop_readers, true);
-    pthread_mutex_lock(&f->L.mem_mu);
-    pthread_cond_broadcast(&f->L.mem_cv);
-    pthread_mutex_unlock(&f->L.mem_mu);
+    k2p_mem_wake_all(&f->L);
     pthread_join(ta, NULL);
     pthread_join(tb, NULL);
     assert_int_not_equal(atomic_load(&a.granted), 0);
