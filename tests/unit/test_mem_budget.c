@@ -1,9 +1,10 @@
 /* test_mem_budget.c - the loader's in-flight budget (k2p_mem_acquire / k2p_mem_release):
  * one request always fits when nothing is in flight, waiters are served first come first
  * served (a later, smaller request never passes one already waiting), and stopping lets every
- * waiter through.
+ * waiter through; with more waiters than the queue's condition variables, each release wakes
+ * the next in line.
  *
- * Threading: the test thread plus one or two requester threads per case.
+ * Threading: the test thread plus one or two requester threads per case (150 in the last).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -144,12 +145,54 @@ static void test_stopping_lets_waiters_through(void **state)
     assert_int_equal(used(&f->L), 200);
 }
 
+/* Acquires the whole budget, notes its turn, gives the budget back (the next one's turn). */
+static void *take_turn(void *arg)
+{
+    requester *r = arg;
+    k2p_mem_acquire(r->L, r->bytes);
+    atomic_store(&r->granted, 1 + atomic_fetch_add(r->order, 1));
+    k2p_mem_release(r->L, r->bytes);
+    return NULL;
+}
+
+/* More waiters than the queue has condition variables (tickets share them modulo
+ * K2P_MEM_CVS): each release must wake the next in line, in order. A wake-up sent to the wrong
+ * condition variable would leave each waiter to its 100 ms timeout: 150 turns would take 15 s
+ * instead of milliseconds, so a 5 s bound (generous under the sanitizers) catches it. */
+static void test_many_waiters_take_turns(void **state)
+{
+    enum { N = 150 };
+    fixture *f = *state;
+    atomic_int order = 0;
+    requester r[N];
+    pthread_t t[N];
+    struct timespec t0, t1;
+
+    k2p_mem_acquire(&f->L, 100);
+    for (int i = 0; i < N; i++) {
+        r[i] = (requester){&f->L, 100, &order, 0};
+        assert_int_equal(pthread_create(&t[i], NULL, take_turn, &r[i]), 0);
+        wait_for_waiters(&f->L, i + 1); /* tickets in creation order */
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    k2p_mem_release(&f->L, 100);
+    for (int i = 0; i < N; i++)
+        pthread_join(t[i], NULL);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(atomic_load(&r[i].granted), i + 1);
+    assert_true((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000 < 5000);
+    assert_int_equal(used(&f->L), 0);
+    assert_int_equal(atomic_load(&f->L.mem_waiters), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_one_request_always_fits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_first_come_first_served, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stopping_lets_waiters_through, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_many_waiters_take_turns, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
