@@ -83,6 +83,22 @@ static void wait_for_waiters(k2p_loader *L, int n)
     assert_int_equal(atomic_load(&L->mem_waiters), n);
 }
 
+/* Starts a thread running fn for each of r[0..n), each once the ones before it wait in the
+ * queue, so that their tickets follow the array. */
+static void start_in_turn(requester *r, pthread_t *t, int n, void *(*fn)(void *))
+{
+    for (int i = 0; i < n; i++) {
+        assert_int_equal(pthread_create(&t[i], NULL, fn, &r[i]), 0);
+        wait_for_waiters(r[i].L, i + 1);
+    }
+}
+
+static void join_all(pthread_t *t, int n)
+{
+    for (int i = 0; i < n; i++)
+        pthread_join(t[i], NULL);
+}
+
 static void test_one_request_always_fits(void **state)
 {
     fixture *f = *state;
@@ -100,26 +116,22 @@ static void test_first_come_first_served(void **state)
 {
     fixture *f = *state;
     atomic_int order = 0;
-    requester a = {&f->L, 50, &order, 0}, b = {&f->L, 5, &order, 0};
-    pthread_t ta, tb;
+    requester r[2] = {{&f->L, 50, &order, 0}, {&f->L, 5, &order, 0}};
+    pthread_t t[2];
 
     k2p_mem_acquire(&f->L, 90);
-    assert_int_equal(pthread_create(&ta, NULL, request, &a), 0);
-    wait_for_waiters(&f->L, 1); /* a waits: 90 + 50 > 100 */
-    assert_int_equal(pthread_create(&tb, NULL, request, &b), 0);
-    wait_for_waiters(&f->L, 2);
-    /* 90 + 5 fits, but a came first: b must not pass it. */
+    start_in_turn(r, t, 2, request); /* the first waits: 90 + 50 > 100 */
+    /* 90 + 5 fits, but the first came first: the second must not pass it. */
     sleep_ms(200);
-    assert_int_equal(atomic_load(&b.granted), 0);
-    assert_int_equal(atomic_load(&a.granted), 0);
+    assert_int_equal(atomic_load(&r[1].granted), 0);
+    assert_int_equal(atomic_load(&r[0].granted), 0);
 
     k2p_mem_release(&f->L, 90);
-    pthread_join(ta, NULL);
-    pthread_join(tb, NULL);
+    join_all(t, 2);
     /* (Both were granted; which returned first is up to the scheduler, so the order of
      * their returns is not checked: the turn was checked above while it mattered.) */
-    assert_int_not_equal(atomic_load(&a.granted), 0);
-    assert_int_not_equal(atomic_load(&b.granted), 0);
+    assert_int_not_equal(atomic_load(&r[0].granted), 0);
+    assert_int_not_equal(atomic_load(&r[1].granted), 0);
     assert_int_equal(used(&f->L), 55);
     assert_int_equal(atomic_load(&f->L.mem_waiters), 0);
     k2p_mem_release(&f->L, 55);
@@ -129,19 +141,16 @@ static void test_stopping_lets_waiters_through(void **state)
 {
     fixture *f = *state;
     atomic_int order = 0;
-    requester a = {&f->L, 50, &order, 0}, b = {&f->L, 50, &order, 0};
-    pthread_t ta, tb;
+    requester r[2] = {{&f->L, 50, &order, 0}, {&f->L, 50, &order, 0}};
+    pthread_t t[2];
 
     k2p_mem_acquire(&f->L, 100);
-    assert_int_equal(pthread_create(&ta, NULL, request, &a), 0);
-    assert_int_equal(pthread_create(&tb, NULL, request, &b), 0);
-    wait_for_waiters(&f->L, 2);
+    start_in_turn(r, t, 2, request);
     atomic_store(&f->L.stop_readers, true);
     k2p_mem_wake_all(&f->L);
-    pthread_join(ta, NULL);
-    pthread_join(tb, NULL);
-    assert_int_not_equal(atomic_load(&a.granted), 0);
-    assert_int_not_equal(atomic_load(&b.granted), 0);
+    join_all(t, 2);
+    assert_int_not_equal(atomic_load(&r[0].granted), 0);
+    assert_int_not_equal(atomic_load(&r[1].granted), 0);
     assert_int_equal(used(&f->L), 200);
 }
 
@@ -168,16 +177,13 @@ static void test_many_waiters_take_turns(void **state)
     pthread_t t[N];
     struct timespec t0, t1;
 
-    k2p_mem_acquire(&f->L, 100);
-    for (int i = 0; i < N; i++) {
+    for (int i = 0; i < N; i++)
         r[i] = (requester){&f->L, 100, &order, 0};
-        assert_int_equal(pthread_create(&t[i], NULL, take_turn, &r[i]), 0);
-        wait_for_waiters(&f->L, i + 1); /* tickets in creation order */
-    }
+    k2p_mem_acquire(&f->L, 100);
+    start_in_turn(r, t, N, take_turn);
     clock_gettime(CLOCK_MONOTONIC, &t0);
     k2p_mem_release(&f->L, 100);
-    for (int i = 0; i < N; i++)
-        pthread_join(t[i], NULL);
+    join_all(t, N);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     for (int i = 0; i < N; i++)
         assert_int_equal(atomic_load(&r[i].granted), i + 1);
