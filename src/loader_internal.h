@@ -84,7 +84,6 @@ typedef struct k2p_shard_rt {
     char (*ids)[K2P_MSG_ID_LEN + 1];
     const char **id_seqs;
     size_t *id_lens;
-    size_t ids_cap;
     atomic_llong millis_behind;     /* last MillisBehindLatest (-1 unknown) */
     atomic_llong last_call_ok_us;   /* wall time of the last successful GetRecords */
     atomic_llong retries_throttled; /* copies of the reader's client stats, for metrics */

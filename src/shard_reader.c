@@ -312,9 +312,7 @@ static int claim_quota(k2p_loader *L)
     return 0;
 }
 
-/* The message ids of n of recs' records from `from` on, as ordinary records, eight at a time
- * where the CPU can (k2p_copy_msg_ids); NULL when the scratch space cannot be had (then each
- * row computes its own). A block at a time (K2P_ID_BLOCK records): arrays for a whole
+/* Message ids are computed a block of K2P_ID_BLOCK records at a time: arrays for a whole
  * 10,000-record answer were ~350 KB per shard, kept for the whole run (22 MB of peak RSS on
  * 64 shards). */
 #define K2P_ID_BLOCK 1024
@@ -327,13 +325,15 @@ static void ids_free(k2p_shard_rt *s)
     s->ids = NULL;
     s->id_seqs = NULL;
     s->id_lens = NULL;
-    s->ids_cap = 0;
 }
 
+/* The message ids of n (<= K2P_ID_BLOCK) of recs' records from `from` on, as ordinary records,
+ * eight at a time where the CPU can (k2p_copy_msg_ids); NULL when the scratch space cannot be
+ * had (then each row computes its own). */
 static const char (*ids_of(k2p_shard_rt *s, const k2p_records *recs, size_t from,
                            size_t n))[K2P_MSG_ID_LEN + 1]
 {
-    if (!s->ids_cap) {
+    if (!s->ids) {
         s->ids = malloc(K2P_ID_BLOCK * sizeof *s->ids);
         s->id_seqs = malloc(K2P_ID_BLOCK * sizeof *s->id_seqs);
         s->id_lens = malloc(K2P_ID_BLOCK * sizeof *s->id_lens);
@@ -341,7 +341,6 @@ static const char (*ids_of(k2p_shard_rt *s, const k2p_records *recs, size_t from
             ids_free(s);
             return NULL;
         }
-        s->ids_cap = K2P_ID_BLOCK;
     }
     for (size_t i = 0; i < n; i++) {
         s->id_seqs[i] = recs->recs[from + i].seq;
