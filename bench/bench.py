@@ -638,6 +638,8 @@ def machine_info(pg):
     return {'nproc': NCPU, 'cpu': cpu, 'mem_gib': round(mem_kib / 1048576, 1),
             'kernel': platform.release(),
             'postgres': pg.sql('SHOW server_version'),
+            'shared_buffers': pg.sql('SHOW shared_buffers'),
+            'huge_pages': pg.sql('SHOW huge_pages'),
             'loadavg_at_start': open('/proc/loadavg').read().split()[:3],
             'busy_cores_before_start': round(machine_busy_cores(), 2)}
 
@@ -685,10 +687,11 @@ def report_markdown(R, a):
     out = []
     p = out.append
     mi = R['machine']
-    p('Run of %s, source `%s`; %d x %s, %.1f GiB, Linux %s, PostgreSQL %s. Other programs '
-      'kept %.2f cores busy just before the start.'
+    p('Run of %s, source `%s`; %d x %s, %.1f GiB, Linux %s, PostgreSQL %s (shared_buffers %s, '
+      'huge_pages %s). Other programs kept %.2f cores busy just before the start.'
       % (R['date'], R['source'], mi['nproc'], mi['cpu'], mi['mem_gib'], mi['kernel'],
-         mi['postgres'].split()[0], mi['busy_cores_before_start']))
+         mi['postgres'].split()[0], mi['shared_buffers'], mi['huge_pages'],
+         mi['busy_cores_before_start']))
     if 'sink' in R:
         s = R['sink']
         p('')
@@ -769,8 +772,10 @@ def report(R, a):
     mi = R['machine']
     p('')
     p('kinesis2pg benchmark, %s, source %s' % (R['date'], R['source']))
-    p('machine: %d x %s, %.1f GiB, Linux %s, PostgreSQL %s (fsync on, synchronous_commit on)'
-      % (mi['nproc'], mi['cpu'], mi['mem_gib'], mi['kernel'], mi['postgres']))
+    p('machine: %d x %s, %.1f GiB, Linux %s, PostgreSQL %s (fsync on, synchronous_commit on, '
+      'shared_buffers %s, huge_pages %s)'
+      % (mi['nproc'], mi['cpu'], mi['mem_gib'], mi['kernel'], mi['postgres'],
+         mi['shared_buffers'], mi['huge_pages']))
     if mi['busy_cores_before_start'] > 0.25:
         p('WARNING: the machine was not quiet: other programs kept %.2f of %d cores busy just '
           'before the start (load average %s); expect noisy numbers'

@@ -30,6 +30,9 @@
 #   BENCH_BUILD                   build directory (build-bench)
 #   BENCH_TMP                     parent of the temporary directory (/tmp)
 #   BENCH_KEEP=1                  keep the temporary directory (logs, server log)
+#   BENCH_HUGE_PAGES              auto (default): shared_buffers = 1GB in huge pages, reserving
+#                                 them (vm.nr_hugepages, as root; put back on exit) if needed,
+#                                 else shared_buffers = 128MB; off: 128MB, no huge pages
 #   K2P_PG_BINDIR                 PostgreSQL server binaries (else the newest installed)
 set -euo pipefail
 
@@ -40,6 +43,7 @@ work=""
 pgdata=""
 child=""
 bindir=""
+hugepages_restore="" # vm.nr_hugepages to put back on exit, when we raised it
 
 die() { echo "bench: $*" >&2; exit 1; }
 say() { echo "bench: $*" >&2; }
@@ -75,6 +79,10 @@ cleanup() {
             as_server "$bindir/pg_ctl" -D "$pgdata" -m immediate -w -t 30 stop >/dev/null 2>&1 ||
             { pid=$(head -n 1 "$pgdata/postmaster.pid" 2>/dev/null || true)
               [ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null || true; }
+    fi
+    if [ -n "$hugepages_restore" ]; then
+        echo "$hugepages_restore" >/proc/sys/vm/nr_hugepages 2>/dev/null ||
+            say "could not put vm.nr_hugepages back to $hugepages_restore"
     fi
     if [ -n "$work" ] && [ -d "$work" ]; then
         if [ "${BENCH_KEEP:-0}" != 0 ]; then
@@ -150,6 +158,35 @@ chmod 700 "$pgdata"
 as_server "$bindir/initdb" -D "$pgdata" -U postgres -A trust -E UTF8 --locale=C \
     >"$work/logs/initdb.log" 2>&1 || { cat "$work/logs/initdb.log" >&2; die "initdb failed"; }
 base_conf=$(cat "$pgdata/postgresql.conf")
+
+# Shared memory. A backend maps each 4 KiB page of shared_buffers on first touch: with 1GB and
+# no huge pages, every new connection pays a page fault per page it reaches, and COPY's 16 MB
+# ring starts on fresh buffers at every statement. That cost PostgreSQL ~20 % more CPU per row
+# for COPYs of 10-20k rows (the loader's transactions) than for two 500k-row COPYs, and the
+# sink got slower too (docs/benchmarks.md, 2026-12-04). PostgreSQL's documentation advises
+# huge pages for large shared_buffers; where they cannot be had, the default 128MB.
+shm_conf="shared_buffers = 128MB
+huge_pages = off"
+if [ "${BENCH_HUGE_PAGES:-auto}" = auto ]; then
+    want=$(as_server "$bindir/postgres" -D "$pgdata" -c shared_buffers=1GB \
+               -C shared_memory_size_in_huge_pages 2>/dev/null || true)
+    hp_free() { awk '/^HugePages_Free:/ {print $2}' /proc/meminfo; }
+    if [[ "$want" =~ ^[0-9]+$ ]] && [ "$want" -gt 0 ] && [ -n "$(hp_free)" ]; then
+        if [ "$(hp_free)" -lt "$want" ] && [ "$(id -u)" = 0 ] && [ -w /proc/sys/vm/nr_hugepages ]; then
+            orig=$(cat /proc/sys/vm/nr_hugepages)
+            if echo $((orig + want - $(hp_free))) >/proc/sys/vm/nr_hugepages 2>/dev/null; then
+                hugepages_restore=$orig
+            fi
+        fi
+        if [ "$(hp_free)" -ge "$want" ]; then
+            shm_conf="shared_buffers = 1GB
+huge_pages = on"
+            say "shared_buffers 1GB in $want huge pages"
+        fi
+    fi
+    [ "${shm_conf#*huge_pages = }" = on ] ||
+        say "no huge pages for a 1GB shared_buffers (needs root or vm.nr_hugepages): 128MB instead"
+fi
 started=""
 for _ in 1 2 3 4 5; do
     port=$(free_port)
@@ -166,7 +203,7 @@ fsync = on
 full_page_writes = on
 synchronous_commit = on
 wal_level = replica
-shared_buffers = 1GB
+$shm_conf
 max_wal_size = 4GB
 min_wal_size = 1GB
 checkpoint_timeout = 30min
