@@ -170,7 +170,9 @@ huge_pages = off"
 if [ "${BENCH_HUGE_PAGES:-auto}" = auto ]; then
     want=$(as_server "$bindir/postgres" -D "$pgdata" -c shared_buffers=1GB \
                -C shared_memory_size_in_huge_pages 2>/dev/null || true)
-    hp_free() { awk '/^HugePages_Free:/ {print $2}' /proc/meminfo; }
+    # Free pages include those another server has reserved (mapped, not yet touched).
+    hp_free() { awk '/^HugePages_Free:/ {f = $2} /^HugePages_Rsvd:/ {r = $2}
+                     END {if (f != "") print f - r}' /proc/meminfo; }
     if [[ "$want" =~ ^[0-9]+$ ]] && [ "$want" -gt 0 ] && [ -n "$(hp_free)" ]; then
         if [ "$(hp_free)" -lt "$want" ] && [ "$(id -u)" = 0 ] && [ -w /proc/sys/vm/nr_hugepages ]; then
             orig=$(cat /proc/sys/vm/nr_hugepages)
