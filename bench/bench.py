@@ -509,24 +509,34 @@ def phase_main(a, pg, R):
 
 
 def phase_sweep(a, pg, R):
+    """Each shard count's runs, in rounds that go up the counts and then down (4, 16, 64, 256,
+    256, 64, 16, 4 for two runs each): whatever drifts during the phase (the server's WAL and
+    page cache, the machine) weighs on every point alike instead of on the last ones. One mock
+    per shard count, all started first (each holds its records: ~0.7 GB per million)."""
     R['sweep'] = []
-    for n in a.sweep_shards:
-        stream = 'sweep%d' % n
-        log('sweep: %d records in %d shards, %d run(s)' % (a.sweep_records, n, a.sweep_repeat))
-        mock = Mock(a.mock, a.work, stream, stream, n, a.sweep_records, a.size)
-        runs = []
-        try:
-            for i in range(a.sweep_repeat):
+    mocks, runs = {}, {n: [] for n in a.sweep_shards}
+    try:
+        for n in a.sweep_shards:
+            stream = 'sweep%d' % n
+            mocks[n] = Mock(a.mock, a.work, stream, stream, n, a.sweep_records, a.size)
+        for i in range(a.sweep_repeat):
+            for n in (a.sweep_shards if i % 2 == 0 else list(reversed(a.sweep_shards))):
+                stream = 'sweep%d' % n
+                log('sweep: %d records in %d shards, run %d of %d'
+                    % (a.sweep_records, n, i + 1, a.sweep_repeat))
                 table = '%s_r%d' % (stream, i)
-                runs.append(run_loader(a, pg, mock, table, 'loader-%s-%d' % (stream, i)))
+                runs[n].append(run_loader(a, pg, mocks[n], table, 'loader-%s-%d' % (stream, i)))
                 pg.sql('DROP TABLE kinesis.%s' % table)
-        finally:
-            mock.stop()
-        m = median_run(runs)
+    finally:
+        for m in mocks.values():
+            m.stop()
+    for n in a.sweep_shards:
+        rs = runs[n]
+        m = median_run(rs)
         R['sweep'].append({'shards': n, 'rows': m['rows'], 'seconds': m['seconds'],
-                           'rows_per_s': median([r['rows_per_s'] for r in runs]),
-                           'runs_rows_per_s': [r['rows_per_s'] for r in runs],
-                           'max_rss_kib': max(r['max_rss_kib'] for r in runs),
+                           'rows_per_s': median([r['rows_per_s'] for r in rs]),
+                           'runs_rows_per_s': [r['rows_per_s'] for r in rs],
+                           'max_rss_kib': max(r['max_rss_kib'] for r in rs),
                            'cpu': m['cpu'], 'pg_backend_cpu': m['pg_backend_cpu'],
                            'other_cpu_cores': m['other_cpu_cores_max']})
 
@@ -655,7 +665,7 @@ def targets(R, a):
         r = R['ratios']['loader_vs_sink']
         t.append(('unthrottled kinesis2pg >= 0.85 x sink', r >= 0.85, '%.2f x' % r))
         r = R['ratios']['loader_cpu_vs_pg_backend_cpu']
-        t.append(('loader CPU per row <= 0.15 x PostgreSQL backends', r <= 0.15, '%.2f x' % r))
+        t.append(('loader CPU per row <= 0.15 x PostgreSQL backends', r <= 0.15, '%.3f x' % r))
     if 'limits' in R:
         L = R['limits']
         r = L['loader']['rows_per_s'] / L['peer']['rows_per_s']
@@ -720,7 +730,7 @@ def report_markdown(R, a):
         ra = R['ratios']
         p('')
         p('Paired per round (median): kinesis2pg / sink = %.2f, kinesis2pg / peer = %.1f, '
-          'loader CPU / PostgreSQL backend CPU = %.2f. Other programs used up to %.2f cores '
+          'loader CPU / PostgreSQL backend CPU = %.3f. Other programs used up to %.2f cores '
           'during these runs.' % (ra['loader_vs_sink'], ra['loader_vs_peer'],
                                   ra['loader_cpu_vs_pg_backend_cpu'],
                                   max(r.get('other_cpu_cores_max', 0)
@@ -812,7 +822,7 @@ def report(R, a):
             row(name, r, '%.1f' % (r['cpu'] / r['rows'] * 1e6), '%.0f' % (r['max_rss_kib'] / 1024))
         ra = R['ratios']
         p('  kinesis2pg / sink = %.2f%s; kinesis2pg / peer = %.1f; loader CPU / PostgreSQL '
-          'backend CPU = %.2f (medians of per-round ratios)'
+          'backend CPU = %.3f (medians of per-round ratios)'
           % (ra['loader_vs_sink'],
              ' (variant: %.2f)' % ra['variant_vs_sink'] if 'variant_vs_sink' in ra else '',
              ra['loader_vs_peer'], ra['loader_cpu_vs_pg_backend_cpu']))
