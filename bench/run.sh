@@ -118,6 +118,10 @@ free_port() {
 }
 
 # ---- prerequisites -------------------------------------------------------------------------
+case "${BENCH_HUGE_PAGES:-auto}" in
+auto | off) ;;
+*) die "BENCH_HUGE_PAGES must be auto or off, not '$BENCH_HUGE_PAGES'" ;;
+esac
 [ -x "$python" ] || die "$python not found (apt-get install python3)"
 command -v psql >/dev/null || die "psql not found (apt-get install postgresql-client)"
 command -v cmake >/dev/null || die "cmake not found (run scripts/setup.sh as root)"
