@@ -172,17 +172,20 @@ void k2p_records_trim(k2p_records *r, size_t keep_bytes)
         k2p_buf_deinit(&r->arena);
         k2p_buf_init(&r->arena, max);
     }
-    if (r->cap * sizeof *r->recs > keep_bytes) {
-        free(r->recs);
+    if (r->recs_in_arena ? r->arena.cap == 0 : r->cap * sizeof *r->recs > keep_bytes) {
+        if (!r->recs_in_arena)
+            free(r->recs);
         r->recs = NULL;
         r->cap = 0;
+        r->recs_in_arena = false;
     }
 }
 
 void k2p_records_deinit(k2p_records *r)
 {
     k2p_records_reset(r);
-    free(r->recs);
+    if (!r->recs_in_arena)
+        free(r->recs);
     k2p_buf_deinit(&r->arena);
     memset(r, 0, sizeof *r);
 }

@@ -419,16 +419,46 @@ static char *arena_str(k2p_records *out, const span *sp, size_t *len)
 #define K2P_RECORD_JSON_MIN 50
 #define K2P_GET_RECORDS_MAX 10000
 
-/* Makes room for n records in out's table. */
+/* Makes room for n records in out's table. A table at the start of the arena cannot grow
+ * there (the records' strings follow it): it moves to an allocation of its own. */
 static bool table_room(k2p_records *out, size_t n)
 {
     k2p_record *nr;
     if (n <= out->cap)
         return true;
-    if (!(nr = realloc(out->recs, n * sizeof *nr)))
+    if (out->recs_in_arena) {
+        if (!(nr = malloc(n * sizeof *nr)))
+            return false;
+        memcpy(nr, out->recs, out->n * sizeof *nr);
+        out->recs_in_arena = false;
+    } else if (!(nr = realloc(out->recs, n * sizeof *nr))) {
         return false;
+    }
     out->recs = nr;
     out->cap = n;
+    return true;
+}
+
+/* Reserves out's arena for an answer of len bytes and puts the record table at its start,
+ * sized for as many records as the answer can hold (at most GetRecords' Limit; more only
+ * moves the table out, above). The table had an allocation of its own, freed after every
+ * call: at 480 KB for 10,000 records that is above glibc's mmap threshold (pinned in
+ * main.c), so each answer mapped it afresh, half of the loader's page faults. The arena is
+ * one of the big blocks the buffer cache recycles. */
+static bool arena_and_table(k2p_records *out, size_t len)
+{
+    size_t n = K2P_MIN(len / K2P_RECORD_JSON_MIN + 1, K2P_GET_RECORDS_MAX);
+    size_t table = n * sizeof(k2p_record);
+    if (k2p_buf_reserve(&out->arena, table + len + len / 8 + 64))
+        return false;
+    if (!out->recs_in_arena)
+        free(out->recs);
+    /* k2p_buf blocks come from malloc (or the cache of malloc'd blocks): aligned for any
+     * type, and table keeps what follows it 8-byte aligned. */
+    out->recs = (k2p_record *)(void *)out->arena.data;
+    out->cap = n;
+    out->recs_in_arena = true;
+    out->arena.len = table;
     return true;
 }
 
@@ -574,10 +604,10 @@ int k2p_kinesis_parse_get_records(const char *body, size_t len, k2p_records *out
      * NUL per string: the response length bounds the arena, so one reservation suffices and
      * record pointers never move. (data_string() may write 8 bytes past a payload's
      * decoded end: still inside the bound, as the 32 characters behind them gave 24 bytes.)
-     * The length bounds the record count too: the table is sized once, not doubled through
-     * copies into fresh pages (page faults there were ~10 % of the loader's CPU). */
-    if (k2p_buf_reserve(&out->arena, len + len / 8 + 64) ||
-        !table_room(out, K2P_MIN(len / K2P_RECORD_JSON_MIN + 1, K2P_GET_RECORDS_MAX)))
+     * The length bounds the record count too: the table is sized once, at the arena's start
+     * (arena_and_table), not doubled through copies into fresh pages (page faults there were
+     * ~10 % of the loader's CPU). */
+    if (!arena_and_table(out, len))
         return k2p_err_set(err, K2P_ENOMEM, "out of memory for a %zu-byte GetRecords answer",
                            len);
     if (!eat(&sc, '{')) {

@@ -111,6 +111,7 @@ typedef struct k2p_child_shard {
 typedef struct k2p_records {
     k2p_record *recs;
     size_t n, cap;
+    bool recs_in_arena;   /* recs is the start of arena (not allocated on its own) */
     k2p_buf arena;        /* sequence numbers, partition keys and data, back to back */
     char *next_iterator;  /* NULL: the shard is closed and every record was returned */
     int64_t millis_behind; /* -1 when absent */
