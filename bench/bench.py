@@ -911,7 +911,7 @@ def main():
     a.limits_peer_shards = int(e('BENCH_LIMITS_PEER_SHARDS') or (2 if quick else 4))
     a.peer_shards = int(e('BENCH_PEER_SHARDS') or 0)
     a.repeat = max(1, int(e('BENCH_REPEAT') or (1 if quick else 3)))
-    a.sweep_repeat = max(1, int(e('BENCH_SWEEP_REPEAT') or (1 if quick else 2)))
+    a.sweep_repeat = max(1, int(e('BENCH_SWEEP_REPEAT') or (1 if quick else 4)))
     a.loader_args = (e('BENCH_LOADER_ARGS') or '').split()
     a.variant_args = (e('BENCH_VARIANT_ARGS', '--batch-rows 50000')).split()
     a.phases = (e('BENCH_PHASES') or 'main sweep limits').split()

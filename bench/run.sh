@@ -19,7 +19,7 @@
 #                                 shards the peer reads before extrapolating (4; quick: 2)
 #   BENCH_PEER_SHARDS             main phase: shards the peer reads (0 = all)
 #   BENCH_REPEAT                  rounds of the main phase (3; quick: 1), medians reported
-#   BENCH_SWEEP_REPEAT            runs per sweep point (2; quick: 1)
+#   BENCH_SWEEP_REPEAT            runs per sweep point (4; quick: 1)
 #   BENCH_LOADER_ARGS             extra kinesis2pg flags for every run (e.g. "--writers 3")
 #   BENCH_VARIANT_ARGS            flags of a second kinesis2pg row in the main phase
 #                                 ("--batch-rows 50000", the default before 2026-12-04; empty to skip)
