@@ -205,6 +205,54 @@ static void test_get_records_data_every_length(void **state)
     k2p_records_deinit(&r);
 }
 
+/* An answer of more records than GetRecords' Limit allows (10,000): the record table, which
+ * lives at the start of the arena, moves out to an allocation of its own, every record stays
+ * intact, and the next answers (in the arena again, after a trim too) parse as before. */
+static void test_get_records_more_than_limit(void **state)
+{
+    enum { N = 10050 };
+    k2p_records r;
+    k2p_err err;
+    char *body = malloc((size_t)N * 96 + 64);
+    size_t len = 0;
+    (void)state;
+    assert_non_null(body);
+    len += (size_t)sprintf(body + len, "{\"Records\":[");
+    for (int i = 0; i < N; i++) /* Data: base64 of the 4 digits of i % 10000 */
+        len += (size_t)sprintf(body + len,
+                               "%s{\"SequenceNumber\":\"%d\",\"PartitionKey\":\"p%d\","
+                               "\"Data\":\"%s\"}",
+                               i ? "," : "", i + 1, i, i % 2 ? "MDAwMQ==" : "MDAwMA==");
+    len += (size_t)sprintf(body + len, "],\"NextShardIterator\":\"it\",\"MillisBehindLatest\":0}");
+    k2p_records_init(&r);
+    for (int round = 0; round < 2; round++) {
+        char seq[16], pk[16];
+        assert_int_equal(k2p_kinesis_parse_get_records(body, len, &r, &err), 0);
+        assert_int_equal(r.n, N);
+        for (int i = 0; i < N; i++) {
+            snprintf(seq, sizeof seq, "%d", i + 1);
+            snprintf(pk, sizeof pk, "p%d", i);
+            assert_string_equal(r.recs[i].seq, seq);
+            assert_string_equal(r.recs[i].pkey, pk);
+            assert_int_equal(r.recs[i].data_len, 4);
+            assert_memory_equal(r.recs[i].data, i % 2 ? "0001" : "0000", 4);
+        }
+        /* A small answer after the big one, then a trim (as a shard reader does). */
+        {
+            const char *small = "{\"Records\":[{\"SequenceNumber\":\"" SEQ1 "\","
+                                "\"PartitionKey\":\"k\",\"Data\":\"AAH/\"}],"
+                                "\"NextShardIterator\":\"it\",\"MillisBehindLatest\":0}";
+            assert_int_equal(k2p_kinesis_parse_get_records(small, strlen(small), &r, &err), 0);
+            assert_int_equal(r.n, 1);
+            assert_string_equal(r.recs[0].seq, SEQ1);
+            assert_memory_equal(r.recs[0].data, "\x00\x01\xff", 3);
+        }
+        k2p_records_trim(&r, round ? 0 : (size_t)1 << 20);
+    }
+    k2p_records_deinit(&r);
+    free(body);
+}
+
 static void test_list_shards(void **state)
 {
     const char *body =
@@ -320,6 +368,7 @@ int main(void)
         cmocka_unit_test(test_get_records_any_valid_json),
         cmocka_unit_test(test_get_records_rejects_what_json_rejects),
         cmocka_unit_test(test_get_records_data_every_length),
+        cmocka_unit_test(test_get_records_more_than_limit),
         cmocka_unit_test(test_list_shards),
         cmocka_unit_test(test_classify),
         cmocka_unit_test(test_backoff_full_jitter),
