@@ -315,6 +315,19 @@ def loader_cmd(a, mock, table=None, extra=()):
     return cmd + list(a.loader_args) + list(extra)
 
 
+def read_cap(a, shards):
+    """Rows/s the loader can read from `shards` shards at most: its readers make at most 5
+    GetRecords per second per shard (the service's limit) of --chunk-size records each."""
+    chunk = 10000
+    args = ['--chunk-size', str(chunk)] + list(a.loader_args)
+    for i, x in enumerate(args):
+        if x == '--chunk-size' and i + 1 < len(args):
+            chunk = int(args[i + 1])
+        elif x.startswith('--chunk-size='):
+            chunk = int(x.split('=', 1)[1])
+    return shards * 5 * chunk
+
+
 def loader_summary(err_path):
     """(rows, seconds, rows/s) from the loader's 'total:' line, or None."""
     with open(err_path, errors='replace') as f:
@@ -537,6 +550,7 @@ def phase_sweep(a, pg, R):
                            'rows_per_s': median([r['rows_per_s'] for r in rs]),
                            'runs_rows_per_s': [r['rows_per_s'] for r in rs],
                            'max_rss_kib': max(r['max_rss_kib'] for r in rs),
+                           'read_cap_rows_per_s': read_cap(a, n),
                            'cpu': m['cpu'], 'pg_backend_cpu': m['pg_backend_cpu'],
                            'other_cpu_cores': m['other_cpu_cores_max']})
 
@@ -673,11 +687,15 @@ def targets(R, a):
                   '%.1f x' % r))
     sw = R.get('sweep') or []
     if len(sw) >= 2:
-        # Two-sided: every point within 10 % of the first (fewest shards) point.
+        # Throughput must not fall as shards are added: no point more than 10 % below the
+        # first (fewest shards). A point above it is not a failure: with 4 shards the readers'
+        # pacing (5 GetRecords/s per shard, as AWS allows) caps reading at 4 x 5 x
+        # --chunk-size = 200,000 rows/s, about the sink limit, so more shards can be faster.
         base = sw[0]['rows_per_s']
         rs = [s['rows_per_s'] / base for s in sw]
-        t.append(('%d -> %d shards within 10 %% throughput' % (sw[0]['shards'], sw[-1]['shards']),
-                  all(abs(1 - r) <= 0.10 for r in rs),
+        t.append(('%d -> %d shards: none more than 10 %% below %d'
+                  % (sw[0]['shards'], sw[-1]['shards'], sw[0]['shards']),
+                  all(r >= 0.90 for r in rs),
                   ', '.join('%d: %.2f' % (s['shards'], r) for s, r in zip(sw, rs)) + ' x'))
     rss = [(m['max_rss_kib'], a.shards)] if m else []
     rss += [(s['max_rss_kib'], s['shards']) for s in sw]
@@ -740,14 +758,17 @@ def report_markdown(R, a):
         p('Shard sweep, %s rows each (median of %d runs):' % (fmt_int(a.sweep_records),
                                                              a.sweep_repeat))
         p('')
-        p('| shards | rows/s | vs %d shards | peak RSS MiB | RSS target MiB | loader CPU s |'
-          % R['sweep'][0]['shards'])
-        p('|---|---|---|---|---|---|')
+        p('| shards | rows/s | vs %d shards | read cap rows/s | peak RSS MiB | RSS target MiB '
+          '| loader CPU s |' % R['sweep'][0]['shards'])
+        p('|---|---|---|---|---|---|---|')
         base = R['sweep'][0]['rows_per_s']
         for w in R['sweep']:
-            p('| %d | %s | %.2f | %.0f | %.0f | %.1f |'
+            p('| %d | %s | %.2f | %s | %.0f | %.0f | %.1f |'
               % (w['shards'], fmt_int(w['rows_per_s']), w['rows_per_s'] / base,
-                 w['max_rss_kib'] / 1024, (65536 + 256 * w['shards']) / 1024, w['cpu']))
+                 fmt_int(w['read_cap_rows_per_s']), w['max_rss_kib'] / 1024,
+                 (65536 + 256 * w['shards']) / 1024, w['cpu']))
+        p('')
+        p('Read cap: shards × 5 GetRecords/s × --chunk-size, the most the readers ask for.')
     if 'limits' in R:
         L = R['limits']
         lo, pe = L['loader'], L['peer']
@@ -842,18 +863,19 @@ def report(R, a):
         p('')
         p('2. Shard sweep, kinesis2pg, %s rows each; median of %d run(s)'
           % (fmt_int(a.sweep_records), a.sweep_repeat))
-        p('  %8s %10s %10s %21s %8s %9s %10s %7s %7s'
-          % ('shards', 'rows', 'rows/s', '(runs)', 'vs 1st', 'RSS MiB', 'RSS limit', 'CPU s',
-             'other'))
+        p('  %8s %10s %10s %21s %8s %10s %9s %10s %7s %7s'
+          % ('shards', 'rows', 'rows/s', '(runs)', 'vs 1st', 'read cap', 'RSS MiB', 'RSS limit',
+             'CPU s', 'other'))
         base = R['sweep'][0]['rows_per_s']
         for s in R['sweep']:
-            p('  %8d %10s %10s %21s %8.2f %9.0f %10.0f %7.1f %7.2f'
+            p('  %8d %10s %10s %21s %8.2f %10s %9.0f %10.0f %7.1f %7.2f'
               % (s['shards'], fmt_int(s['rows']), fmt_int(s['rows_per_s']),
                  '(' + ', '.join(fmt_int(x) for x in s['runs_rows_per_s']) + ')',
-                 s['rows_per_s'] / base, s['max_rss_kib'] / 1024,
-                 (65536 + 256 * s['shards']) / 1024, s['cpu'], s['other_cpu_cores']))
-        p('  RSS: peak of the runs (ru_maxrss); limit: 64 MiB + 256 KiB per shard; other: '
-          'cores used by other programs')
+                 s['rows_per_s'] / base, fmt_int(s['read_cap_rows_per_s']),
+                 s['max_rss_kib'] / 1024, (65536 + 256 * s['shards']) / 1024, s['cpu'],
+                 s['other_cpu_cores']))
+        p('  read cap: shards x 5 GetRecords/s x --chunk-size rows/s; RSS: peak of the runs '
+          '(ru_maxrss); limit: 64 MiB + 256 KiB per shard; other: cores used by other programs')
     if 'limits' in R:
         L = R['limits']
         lo, pe = L['loader'], L['peer']
