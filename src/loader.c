@@ -1132,7 +1132,7 @@ int k2p_load_run(const k2p_load_opts *o, k2p_load_result *res, k2p_err *err)
     }
     L.mode = o->leases ? K2P_LOCK_LEASES : o->worker_count > 0 ? K2P_LOCK_STATIC : K2P_LOCK_SINGLE;
     if ((rc = k2p_pg_lock_mode(conn, o->stream, L.qualified_table, L.mode, o->worker_index,
-                               err)) ||
+                               o->worker_count, err)) ||
         (rc = k2p_pg_take_ownership(conn, o->stream, L.qualified_table, L.epoch, err)))
         goto out;
     if (L.mode == K2P_LOCK_SINGLE) {

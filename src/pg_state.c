@@ -279,10 +279,12 @@ out:
  * take it again on every reconnect: after a PostgreSQL restart, the first of its sessions to
  * come back shuts out a newcomer. */
 #define K2P_LOCK_KEY "hashtext('kinesis2pg:' || $1 || ':' || $2)"
+/* With --worker-count: the first of two int keys (the second is the count). */
+#define K2P_COUNT_KEY "hashtext('kinesis2pg-static-count:' || $1 || ':' || $2)"
 
 int k2p_pg_lock_stream(PGconn *c, const char *stream, const char *target, k2p_err *err)
 {
-    return k2p_pg_lock_mode(c, stream, target, K2P_LOCK_SINGLE, 0, err);
+    return k2p_pg_lock_mode(c, stream, target, K2P_LOCK_SINGLE, 0, 0, err);
 }
 
 /* The advisory lock keys of the three ways to run (see k2p_pg_lock_mode). $1 stream, $2 target,
@@ -318,7 +320,7 @@ static int lock_query(PGconn *c, const char *sql, int n, const char *const *para
 }
 
 int k2p_pg_lock_mode(PGconn *c, const char *stream, const char *target, k2p_lock_mode mode,
-                     int index, k2p_err *err)
+                     int index, int count, k2p_err *err)
 {
     const char *params[] = {stream, target};
     char sql[512];
@@ -357,11 +359,45 @@ int k2p_pg_lock_mode(PGconn *c, const char *stream, const char *target, k2p_lock
         if (!ok)
             return k2p_err_set(err, K2P_EINUSE, mode_busy[m], stream, target);
     }
-    /* 3. Static: one process per worker index (kept exclusively by this session). */
+    /* 3. Static: every worker of the group has the same count (each keeps the key of its
+     *    count shared; a key of another count held in this database is a worker that splits the
+     *    shards differently, which would load some of ours), and one process per worker index
+     *    (kept exclusively by this session). */
     if (mode == K2P_LOCK_STATIC) {
-        char idx[16];
+        char idx[16], cnt[16], other[24];
         const char *p3[] = {stream, target, idx};
+        const char *pc[] = {stream, target, cnt};
+        PGresult *r;
         snprintf(idx, sizeof idx, "%d", index);
+        snprintf(cnt, sizeof cnt, "%d", count);
+        if ((rc = lock_query(c,
+                             "SELECT pg_advisory_lock_shared(" K2P_COUNT_KEY ", $3::int)",
+                             3, pc, NULL, err)))
+            return rc;
+        /* Two-key advisory locks show in pg_locks with the first key in classid, the second in
+         * objid and objsubid 2. */
+        r = PQexecParams(c,
+                         "SELECT min(objid::bigint) FROM pg_locks WHERE locktype = 'advisory' "
+                         "AND objsubid = 2 AND granted AND database = (SELECT oid FROM "
+                         "pg_database WHERE datname = current_database()) "
+                         "AND classid = (" K2P_COUNT_KEY ")::oid AND objid <> $3::int::oid",
+                         3, NULL, pc, NULL, NULL, 0);
+        if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+            char msg[300];
+            rc = k2p_err_set(err, K2P_EIO, "PostgreSQL: %s", pg_msg(c, r, msg, sizeof msg));
+            PQclear(r);
+            return rc;
+        }
+        other[0] = '\0';
+        if (PQntuples(r) == 1 && !PQgetisnull(r, 0, 0))
+            snprintf(other, sizeof other, "%s", PQgetvalue(r, 0, 0));
+        PQclear(r);
+        if (other[0])
+            return k2p_err_set(err, K2P_EINUSE,
+                               "kinesis2pg workers with --worker-count %s are loading stream "
+                               "'%s' into %s; this one has --worker-count %d: every worker "
+                               "must use the same count",
+                               other, stream, target, count);
         if ((rc = lock_query(c,
                              "SELECT pg_try_advisory_lock(hashtext('kinesis2pg-static:' || $1 || "
                              "':' || $2 || ':' || $3))",

@@ -76,10 +76,11 @@ typedef enum k2p_lock_mode {
 /* Session advisory locks, one key per way of running. Single: the key is taken exclusively to
  * check that nobody holds it, then kept in shared mode, so one loader runs at a time. Leases
  * and static: the group's key is kept shared by every process of the group (static also keeps
- * a key of its worker index exclusively). In every mode the other ways' keys must be free, so
- * the three never mix. K2P_EINUSE with a message saying who runs. */
+ * a key of its worker index exclusively, and a key of its worker count shared: a worker of
+ * another count is refused). In every mode the other ways' keys must be free, so the three
+ * never mix. K2P_EINUSE with a message saying who runs. */
 int k2p_pg_lock_mode(PGconn *c, const char *stream, const char *target, k2p_lock_mode mode,
-                     int index, k2p_err *err);
+                     int index, int count, k2p_err *err);
 
 /* The running loader's other sessions (writers, on every connect) hold its mode's key shared. */
 int k2p_pg_lock_mode_shared(PGconn *c, const char *stream, const char *target,

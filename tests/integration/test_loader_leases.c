@@ -16,6 +16,8 @@
  *    JOB_COMPLETION_INDEX) loading at the same time: the exact set, each shard's rows written by
  *    the worker k2p_static_worker_of() names (checked through the lease owners' pids), and a
  *    second worker with the same index is refused.
+ *  - Workers must agree on --worker-count: a worker of 3 next to a running worker of 2 is
+ *    refused with one line naming both counts.
  *  - Ways of running never mix: a single loader is refused while --leases processes run.
  *  - A session frozen between its FOR SHARE ownership check and COMMIT (the pause above can land
  *    there) is ended by PostgreSQL after the bound the sharing modes connect with, so the
@@ -338,6 +340,57 @@ static void test_static_split(void **state)
     k2p_lt_set_free(&g_set);
 }
 
+/* The workers of a static split must agree on the count, or they split the shards differently
+ * and some shard has two workers (fenced, but each fencing fails a run). While worker 0 of 2
+ * runs (--follow keeps it up), a worker of 3 is refused with one line naming both counts; worker
+ * 1 of 2 is not, and the two load the exact set. */
+static void test_worker_counts_must_agree(void **state)
+{
+    const char *stream = "static_counts";
+    static const char *const follow[] = {"--worker-count", "2", "--worker-index", "0",
+                                         "--follow",       NULL};
+    static const char *const three[] = {"--worker-count", "3", "--worker-index", "2", NULL};
+    static const char *const two[] = {"--worker-count", "2", "--worker-index", "1", NULL};
+    const char **a_follow = k2p_ft_args(stream, follow);
+    const char **a_three = k2p_ft_args(stream, three);
+    const char **a_two = k2p_ft_args(stream, two);
+    char log_path[320];
+    const char *line;
+    k2p_lt_run r;
+    pid_t pid;
+    int st;
+    (void)state;
+    K2P_LT_REQUIRE(&g);
+    k2p_lt_set_free(&g_set);
+
+    k2p_ft_mock_preload(&g, &mk, stream, 4, 2000, RECORD_SIZE, NULL, &g_set);
+    snprintf(log_path, sizeof log_path, "%s/%s.log", g.tmpdir, stream);
+    pid = k2p_lt_spawn_loader(&g, a_follow, log_path);
+    if (!k2p_ft_wait_log(log_path, "mode=static", 20000)) {
+        k2p_ft_print_tail(log_path, 4000);
+        fail_msg("worker 0 of 2 did not start sharing within 20 s");
+    }
+    k2p_lt_run_loader(&g, a_three, 60, &r);
+    k2p_lt_expect_exit(&r, 1, "a worker of 3 while a worker of 2 runs");
+    line = strstr(r.err, "kinesis2pg workers with --worker-count 2 ");
+    if (!line || !strstr(line, "this one has --worker-count 3") || !strstr(line, "same count"))
+        fail_msg("a worker of 3 was refused, but the line does not name the counts: %s", r.err);
+    fprintf(stderr, "  refused: %.*s\n", (int)strcspn(line, "\n"), line);
+    k2p_lt_run_free(&r);
+    k2p_lt_run_loader(&g, a_two, 60, &r);
+    k2p_lt_expect_exit(&r, 0, "worker 1 of 2 next to worker 0 of 2");
+    k2p_lt_run_free(&r);
+    kill(pid, SIGTERM);
+    st = k2p_ft_reap(pid, 30000, log_path, "worker 0 of 2");
+    k2p_ft_expect_status(st, 0, log_path, "worker 0 of 2");
+    k2p_lt_assert_table(&g, "kinesis", stream, stream, &g_set, K2P_LT_JSON);
+    free(a_follow);
+    free(a_three);
+    free(a_two);
+    k2p_ft_mock_stop(&mk);
+    k2p_lt_set_free(&g_set);
+}
+
 static void test_modes_never_mix(void **state)
 {
     const char *stream = "lease_mix";
@@ -487,6 +540,7 @@ int main(void)
         cmocka_unit_test(test_three_processes_kill9_one),
         cmocka_unit_test(test_paused_process_is_fenced),
         cmocka_unit_test(test_static_split),
+        cmocka_unit_test(test_worker_counts_must_agree),
         cmocka_unit_test(test_modes_never_mix),
         cmocka_unit_test(test_frozen_session_is_ended),
     };
