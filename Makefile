@@ -1,6 +1,10 @@
 # Thin wrapper over CMake/CTest. `make test` is what CI runs.
 BUILD       ?= build
 JOBS        ?= $(shell nproc)
+# Tests at once: one more than the cores. The integration tests wait on their servers and child
+# processes much of the time: on 2 cores, -j2 kept the machine 52 % busy (normal build) and
+# -j3 took the suites from 362 to 283 s (normal), 352 to 295 s (ASan), 438 to 381 s (TSan).
+TEST_JOBS   ?= $(shell echo $$(( $$(nproc) + 1 )))
 CMAKE_FLAGS ?=
 CTEST_FLAGS ?= --output-on-failure
 
@@ -20,7 +24,7 @@ build: setup
 # The normal build's CTest runs last, so its summary line closes the output.
 test: build
 	$(MAKE) --no-print-directory test-sanitize test-tsan fuzz
-	cd $(BUILD) && ctest $(CTEST_FLAGS) -j $(JOBS)
+	cd $(BUILD) && ctest $(CTEST_FLAGS) -j $(TEST_JOBS)
 
 test-unit: build
 	cd $(BUILD) && ctest $(CTEST_FLAGS) -L unit
@@ -28,12 +32,12 @@ test-unit: build
 test-sanitize: setup
 	cmake -S . -B build-asan -DK2P_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
 	cmake --build build-asan -j $(JOBS)
-	cd build-asan && ctest $(CTEST_FLAGS) -j $(JOBS)
+	cd build-asan && ctest $(CTEST_FLAGS) -j $(TEST_JOBS)
 
 test-tsan: setup
 	cmake -S . -B build-tsan -DK2P_TSAN=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
 	cmake --build build-tsan -j $(JOBS)
-	cd build-tsan && ctest $(CTEST_FLAGS) -j $(JOBS)
+	cd build-tsan && ctest $(CTEST_FLAGS) -j $(TEST_JOBS)
 
 fuzz: setup
 	CC=clang cmake -S . -B build-fuzz -DK2P_FUZZ=ON -DK2P_INTEGRATION=OFF -DCMAKE_BUILD_TYPE=Debug >/dev/null
