@@ -9,20 +9,18 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include <arpa/inet.h>
 #include <curl/curl.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "kinesis2pg/buf.h"
 #include "loader_testlib.h"
+#include "mock_kinesis_harness.h"
 
 static k2p_lt g;
 
@@ -39,41 +37,12 @@ static int teardown(void **state)
     return 0;
 }
 
-static int free_port(void)
-{
-    struct sockaddr_in a = {0};
-    socklen_t len = sizeof a;
-    int fd = socket(AF_INET, SOCK_STREAM, 0), port;
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-    port = ntohs(a.sin_port);
-    close(fd);
-    return port;
-}
-
-static size_t on_body(char *p, size_t size, size_t n, void *ud)
-{
-    return k2p_buf_append(ud, p, size * n) ? 0 : size * n;
-}
-
-/* GETs http://127.0.0.1:port/path; returns the status (0 when nothing answered). */
+/* GETs http://127.0.0.1:port/path; returns the status (-1 when nothing answered). */
 static long get(int port, const char *path, k2p_buf *body)
 {
     char url[128];
-    long status = 0;
-    CURL *c = curl_easy_init();
     snprintf(url, sizeof url, "http://127.0.0.1:%d%s", port, path);
-    k2p_buf_reset(body);
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, body);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 5000L);
-    if (curl_easy_perform(c) == CURLE_OK)
-        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-    curl_easy_cleanup(c);
-    return status;
+    return k2p_test_http_get(url, body);
 }
 
 /* Sum of every sample of `name` in an exposition. */
@@ -101,7 +70,7 @@ static void sleep_ms(long ms)
 static void test_metrics_during_follow_load(void **state)
 {
     char addr[64], log[300], cmd[600];
-    int port = free_port(), st = 0;
+    int port = k2p_test_free_port(), st = 0;
     k2p_buf body;
     pid_t pid;
     int64_t deadline;

@@ -19,29 +19,11 @@
 #include <unistd.h>
 
 #include "kinesis2pg/common.h"
+#include "pg_harness.h"
 
 #define KL_DIR K2P_SOURCE_DIR "/tests/emulators/node_modules/kinesis-local"
 #define KL_START_ATTEMPTS 3
 #define KL_READY_MS 60000
-
-/* A TCP port on 127.0.0.1 that was free a moment ago (bind port 0). 0 on failure. */
-static int free_port(void)
-{
-    struct sockaddr_in sa;
-    socklen_t len = sizeof sa;
-    int port = 0;
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return 0;
-    memset(&sa, 0, sizeof sa);
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
-        getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
-        port = ntohs(sa.sin_port);
-    close(fd);
-    return port;
-}
 
 static int can_connect(int port)
 {
@@ -120,8 +102,8 @@ int k2p_test_kinesis_local_start(k2p_test_kinesis_local *k)
      * exits and we try again with new ones. */
     for (int attempt = 0; attempt < KL_START_ATTEMPTS; attempt++) {
         int64_t deadline = k2p_now_ns() + (int64_t)KL_READY_MS * 1000000;
-        k->port = free_port();
-        k->tls_port = free_port();
+        k->port = k2p_test_free_port();
+        k->tls_port = k2p_test_free_port();
         if (!k->port || !k->tls_port || k->port == k->tls_port)
             continue;
         k->pid = spawn(k->port, k->tls_port);

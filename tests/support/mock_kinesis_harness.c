@@ -152,6 +152,11 @@ static long http(const char *url, const char *body, struct curl_slist *headers, 
     return status;
 }
 
+long k2p_test_http_get(const char *url, k2p_buf *out)
+{
+    return http(url, NULL, NULL, out);
+}
+
 long k2p_test_mock_get(const k2p_test_mock *m, const char *path, k2p_buf *out)
 {
     char url[1024];

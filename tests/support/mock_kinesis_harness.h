@@ -36,6 +36,9 @@ int k2p_test_mock_stop(k2p_test_mock *m);
 long k2p_test_mock_get(const k2p_test_mock *m, const char *path, k2p_buf *out);
 long k2p_test_mock_post(const k2p_test_mock *m, const char *path, const char *body, k2p_buf *out);
 
+/* GET any URL (a loader's --metrics-addr endpoints, say), the same way. */
+long k2p_test_http_get(const char *url, k2p_buf *out);
+
 /* POST /control with a JSON object; 0 when the mock accepted it. */
 int k2p_test_mock_control(const k2p_test_mock *m, const char *json);
 

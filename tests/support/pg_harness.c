@@ -298,8 +298,7 @@ static int conf_quote(char *dst, size_t cap, const char *s)
     return 0;
 }
 
-/* A TCP port on 127.0.0.1 that was free a moment ago (bind port 0). 0 on failure. */
-static int free_port(void)
+int k2p_test_free_port(void)
 {
     struct sockaddr_in sa;
     socklen_t len = sizeof sa;
@@ -488,7 +487,7 @@ static int start_server(struct k2p_test_pg_priv *p, int keep_port)
     for (int attempt = 0; attempt < PG_PORT_ATTEMPTS; attempt++) {
         long log_from = file_size(p->logfile);
         if (!keep_port || p->port == 0)
-            p->port = free_port();
+            p->port = k2p_test_free_port();
         if (p->port == 0)
             return -1;
         str_printf(line, sizeof line, "port = %d\n", p->port);

@@ -41,6 +41,9 @@ typedef struct k2p_test_pg {
     struct k2p_test_pg_priv *priv;
 } k2p_test_pg;
 
+/* A TCP port on 127.0.0.1 that was free a moment ago (bind port 0). 0 on failure. */
+int k2p_test_free_port(void);
+
 /* Starts a cluster. Returns 0; K2P_ENOTFOUND when PostgreSQL's server binaries (or the
  * postgres system user, when root) are missing: tests should skip then; K2P_EIO on any other
  * failure, after printing the failing command's output and the server log to stderr. On
