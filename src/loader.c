@@ -882,11 +882,14 @@ static int render_metrics(void *ud, k2p_buf *out)
 }
 
 /* Ready: set up, no fatal error, every writer's connection healthy, and a GetRecords answered
- * within the last 30 s (a reader at the tip still polls every second). */
+ * within the last 30 s (a reader at the tip still polls every second). A --leases process
+ * reading no shard (more processes than shards, or waiting for the balance to hand it some) is
+ * a standby, there to take over: ready while its heartbeat keeps it in the group. */
 static int ready_check(void *ud, char *why, size_t n)
 {
     k2p_loader *L = ud;
     int64_t newest = 0, now = k2p_wall_us();
+    size_t reading = 0;
     if (!atomic_load(&L->running)) {
         snprintf(why, n, "starting or stopping");
         return 0;
@@ -905,8 +908,18 @@ static int ready_check(void *ud, char *why, size_t n)
         int64_t t = atomic_load(&L->shards[i]->last_call_ok_us);
         if (t > newest)
             newest = t;
+        reading += atomic_load(&L->shards[i]->state) == K2P_READER_RUNNING;
     }
     pthread_mutex_unlock(&L->shards_mu);
+    if (L->mode == K2P_LOCK_LEASES && reading == 0) {
+        int64_t ttl_us = (int64_t)L->o->lease_ttl_ms * 1000;
+        if (now - atomic_load(&L->keeper.last_ok_us) > ttl_us) {
+            snprintf(why, n, "no shard to read, and no lease heartbeat in the last %d ms",
+                     L->o->lease_ttl_ms);
+            return 0;
+        }
+        return 1;
+    }
     if (now - newest > 30000000) {
         snprintf(why, n, "no successful GetRecords in the last 30 s");
         return 0;

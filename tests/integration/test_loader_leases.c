@@ -18,6 +18,8 @@
  *    second worker with the same index is refused.
  *  - Workers must agree on --worker-count: a worker of 3 next to a running worker of 2 is
  *    refused with one line naming both counts.
+ *  - /readyz: a --leases process holding no lease (two followers, one shard) is ready, as a
+ *    standby, next to the one reading.
  *  - Ways of running never mix: a single loader is refused while --leases processes run.
  *  - A session frozen between its FOR SHARE ownership check and COMMIT (the pause above can land
  *    there) is ended by PostgreSQL after the bound the sharing modes connect with, so the
@@ -391,6 +393,75 @@ static void test_worker_counts_must_agree(void **state)
     k2p_lt_set_free(&g_set);
 }
 
+/* Polls GET /readyz on 127.0.0.1:port until it answers 200 or timeout_ms pass; returns the last
+ * status, its body in *body. */
+static long wait_ready(int port, k2p_buf *body, int timeout_ms)
+{
+    char url[64];
+    int64_t deadline = k2p_ft_ms() + timeout_ms;
+    long st;
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/readyz", port);
+    while ((st = k2p_test_http_get(url, body)) != 200 && k2p_ft_ms() < deadline)
+        usleep(100000);
+    return st;
+}
+
+/* /readyz of --leases followers on one shard: the one holding the lease is ready once it
+ * reads; the other holds nothing (a standby, there to take over: more processes than shards)
+ * and is ready too, while its heartbeat keeps it in the group. Readiness gates a Deployment's
+ * rollout, so a standby must not read as broken. */
+static void test_standby_is_ready(void **state)
+{
+    const char *stream = "lease_ready";
+    char addr[2][32], logs[2][320];
+    pid_t pids[2];
+    int port[2];
+    int64_t deadline;
+    k2p_buf body;
+    (void)state;
+    K2P_LT_REQUIRE(&g);
+    k2p_lt_set_free(&g_set);
+    k2p_buf_init(&body, 0);
+
+    k2p_ft_mock_preload(&g, &mk, stream, 1, 1000, RECORD_SIZE, NULL, &g_set);
+    for (int i = 0; i < 2; i++) {
+        const char *extra[] = {"--leases",       "--lease-ttl-ms", "3000", "--follow",
+                               "--metrics-addr", addr[i],          NULL};
+        const char **args = k2p_ft_args(stream, extra);
+        port[i] = k2p_test_free_port();
+        snprintf(addr[i], sizeof addr[i], "127.0.0.1:%d", port[i]);
+        snprintf(logs[i], sizeof logs[i], "%s/%s-%d.log", g.tmpdir, stream, i);
+        pids[i] = k2p_lt_spawn_loader(&g, args, logs[i]);
+        free(args);
+        /* The first takes the only lease before the second starts. */
+        deadline = k2p_ft_ms() + 20000;
+        while (i == 0 && leases_of(pids[0]) < 1 && k2p_ft_ms() < deadline)
+            usleep(50000);
+    }
+    for (int i = 0; i < 2; i++) {
+        long st = wait_ready(port[i], &body, 20000);
+        if (st != 200) {
+            k2p_ft_print_tail(logs[i], 4000);
+            fail_msg("process %d (%s) is not ready after 20 s: %ld %.*s", i,
+                     i ? "the standby" : "the lease holder", st, (int)body.len,
+                     body.data ? body.data : "");
+        }
+    }
+    assert_int_equal(leases_of(pids[0]), 1);
+    assert_int_equal(leases_of(pids[1]), 0);
+    k2p_ft_wait_rows(&g, "kinesis", stream, (int64_t)g_set.n, pids[0], NULL, 30000);
+    for (int i = 0; i < 2; i++) {
+        int st;
+        kill(pids[i], SIGTERM);
+        st = k2p_ft_reap(pids[i], 30000, logs[i], "--leases follower");
+        k2p_ft_expect_status(st, 0, logs[i], "--leases follower");
+    }
+    k2p_lt_assert_table(&g, "kinesis", stream, stream, &g_set, K2P_LT_JSON);
+    k2p_buf_deinit(&body);
+    k2p_ft_mock_stop(&mk);
+    k2p_lt_set_free(&g_set);
+}
+
 static void test_modes_never_mix(void **state)
 {
     const char *stream = "lease_mix";
@@ -541,6 +612,7 @@ int main(void)
         cmocka_unit_test(test_paused_process_is_fenced),
         cmocka_unit_test(test_static_split),
         cmocka_unit_test(test_worker_counts_must_agree),
+        cmocka_unit_test(test_standby_is_ready),
         cmocka_unit_test(test_modes_never_mix),
         cmocka_unit_test(test_frozen_session_is_ended),
     };
