@@ -319,6 +319,7 @@ static void reset_stats(mock_stats *s)
     atomic_store_explicit(&s->reshards, 0, memory_order_relaxed);
     atomic_store_explicit(&s->reshard_failures, 0, memory_order_relaxed);
     atomic_store_explicit(&s->conns_accepted, 0, memory_order_relaxed);
+    atomic_store_explicit(&s->conns_h2, 0, memory_order_relaxed);
     atomic_store_explicit(&s->subs_started, 0, memory_order_relaxed);
     atomic_store_explicit(&s->sub_events, 0, memory_order_relaxed);
     atomic_store_explicit(&s->sub_in_use, 0, memory_order_relaxed);
@@ -530,14 +531,14 @@ int mock_ctl_stats_json(mock_ctl *c, k2p_buf *out)
         "},\"http_requests\":%llu,\"status_4xx\":%llu,\"status_5xx\":%llu,"
         "\"records_served\":%llu,\"bytes_served\":%llu,\"records_put\":%llu,"
         "\"reshards\":%llu,\"reshard_failures\":%llu,"
-        "\"connections\":{\"accepted\":%llu,\"open\":%lld},"
+        "\"connections\":{\"accepted\":%llu,\"h2\":%llu,\"open\":%lld},"
         "\"subscriptions\":{\"started\":%llu,\"open\":%lld,\"events\":%llu,\"in_use\":%llu,"
         "\"takeovers\":%llu}}",
         (unsigned long long)ld(&s->http_requests), (unsigned long long)ld(&s->status_4xx),
         (unsigned long long)ld(&s->status_5xx), (unsigned long long)ld(&s->records_served),
         (unsigned long long)ld(&s->bytes_served), (unsigned long long)ld(&s->records_put),
         (unsigned long long)ld(&s->reshards), (unsigned long long)ld(&s->reshard_failures),
-        (unsigned long long)ld(&s->conns_accepted),
+        (unsigned long long)ld(&s->conns_accepted), (unsigned long long)ld(&s->conns_h2),
         (long long)atomic_load_explicit(&s->conns_open, memory_order_relaxed),
         (unsigned long long)ld(&s->subs_started),
         (long long)atomic_load_explicit(&s->subs_open, memory_order_relaxed),

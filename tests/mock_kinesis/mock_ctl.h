@@ -105,7 +105,7 @@ typedef struct mock_stats {
     atomic_uint_least64_t http_requests, status_4xx, status_5xx;
     atomic_uint_least64_t records_served, bytes_served, records_put;
     atomic_uint_least64_t reshards, reshard_failures;
-    atomic_uint_least64_t conns_accepted;
+    atomic_uint_least64_t conns_accepted, conns_h2; /* conns_h2: began with the HTTP/2 preface */
     atomic_int_least64_t conns_open; /* a gauge: never reset */
     atomic_uint_least64_t subs_started, sub_events, sub_in_use, sub_takeovers;
     atomic_int_least64_t subs_open; /* a gauge: never reset */

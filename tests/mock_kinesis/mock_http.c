@@ -501,6 +501,8 @@ static bool detect_h2(worker *w, conn *c)
         return true;
     }
     w->n_h2++;
+    if (w->h->o.stats)
+        mock_stat_add(&w->h->o.stats->conns_h2, 1);
     h2_progress(w, c);
     return true;
 }
