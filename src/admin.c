@@ -19,8 +19,13 @@ static PGconn *connect_or_report(const k2p_config *cfg)
 {
     k2p_err err = {0};
     PGconn *c = k2p_pg_connect(cfg->pg_conninfo, &err);
-    if (!c)
+    if (!c) {
         fprintf(stderr, "kinesis2pg: %s\n", err.msg);
+    } else if (k2p_pg_check_schema_version(c, &err)) {
+        fprintf(stderr, "kinesis2pg: %s\n", err.msg);
+        PQfinish(c);
+        c = NULL;
+    }
     return c;
 }
 

@@ -12,8 +12,18 @@
 #include "kinesis2pg/buf.h"
 #include "kinesis2pg/copy_encode.h"
 
+#define K2P_STR_(x) #x
+#define K2P_STR(x) K2P_STR_(x)
+
 static const char state_ddl[] =
     "CREATE SCHEMA IF NOT EXISTS kinesis2pg;\n"
+    "CREATE TABLE IF NOT EXISTS kinesis2pg.schema_version (\n"
+    "  version integer NOT NULL,\n"
+    "  written_by text NOT NULL,\n"
+    "  updated_at timestamptz NOT NULL DEFAULT now());\n"
+    "INSERT INTO kinesis2pg.schema_version (version, written_by)\n"
+    "  SELECT " K2P_STR(K2P_SCHEMA_VERSION) ", 'kinesis2pg " K2P_VERSION "'\n"
+    "  WHERE NOT EXISTS (SELECT 1 FROM kinesis2pg.schema_version);\n"
     "CREATE TABLE IF NOT EXISTS kinesis2pg.checkpoints (\n"
     "  stream text NOT NULL,\n"
     "  target text NOT NULL,\n"
@@ -181,12 +191,46 @@ int k2p_pg_exec(PGconn *c, const char *sql, int nparams, const char *const *para
     return rc;
 }
 
+int k2p_pg_check_schema_version(PGconn *c, k2p_err *err)
+{
+    PGresult *r = PQexec(c, "SELECT to_regclass('kinesis2pg.schema_version') IS NOT NULL");
+    char msg[300], where[300];
+    int rc = 0;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        rc = k2p_err_set(err, K2P_EIO, "PostgreSQL: %s", pg_msg(c, r, msg, sizeof msg));
+        PQclear(r);
+        return rc;
+    }
+    if (strcmp(PQgetvalue(r, 0, 0), "t") != 0) { /* a database no loader has set up yet */
+        PQclear(r);
+        return 0;
+    }
+    PQclear(r);
+    r = PQexec(c, "SELECT version, written_by FROM kinesis2pg.schema_version "
+                  "ORDER BY version DESC LIMIT 1");
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        rc = k2p_err_set(err, K2P_EIO, "PostgreSQL: %s", pg_msg(c, r, msg, sizeof msg));
+    } else if (PQntuples(r) == 1 && atoi(PQgetvalue(r, 0, 0)) > K2P_SCHEMA_VERSION) {
+        k2p_pg_describe(c, where, sizeof where);
+        rc = k2p_err_set(err, K2P_ECONFIG,
+                         "the state tables (schema kinesis2pg) in %s are of layout version %s, "
+                         "written by %.60s; this kinesis2pg (%s) knows layouts up to version "
+                         "%d: run a newer kinesis2pg",
+                         where, PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1), K2P_VERSION,
+                         K2P_SCHEMA_VERSION);
+    }
+    PQclear(r);
+    return rc;
+}
+
 int k2p_pg_setup(PGconn *c, const char *schema, const char *table, bool raw, bool primary_key,
                  k2p_err *err)
 {
     k2p_buf sql;
     int rc;
 
+    if ((rc = k2p_pg_check_schema_version(c, err)))
+        return rc;
     k2p_buf_init(&sql, 0);
     /* Serialise DDL between concurrent loaders: CREATE ... IF NOT EXISTS can still race. */
     if (k2p_buf_puts(&sql, "SET client_min_messages = warning;\nBEGIN;\n"

@@ -54,8 +54,19 @@ PGconn *k2p_pg_connect_bounded(const char *conninfo, int idle_tx_ms, k2p_err *er
 /* Formats "host:port/dbname" of a connection for messages. */
 void k2p_pg_describe(PGconn *c, char *out, size_t n);
 
+/* The layout of the state tables this build reads and writes, recorded in
+ * kinesis2pg.schema_version. A release that changes them raises it and migrates older ones;
+ * a build meeting a newer layout stops instead of misreading it. */
+#define K2P_SCHEMA_VERSION 1
+
+/* K2P_ECONFIG, naming both versions, when the database's state tables are of a newer layout
+ * than K2P_SCHEMA_VERSION; 0 when they are not (or do not exist yet); K2P_EIO on a failed
+ * query. */
+int k2p_pg_check_schema_version(PGconn *c, k2p_err *err);
+
 /* Creates schema kinesis2pg and its tables, and the target table, if missing (idempotent,
- * serialised by an advisory lock so concurrent first runs do not race). */
+ * serialised by an advisory lock so concurrent first runs do not race), after
+ * k2p_pg_check_schema_version. */
 int k2p_pg_setup(PGconn *c, const char *schema, const char *table, bool raw, bool primary_key,
                  k2p_err *err);
 

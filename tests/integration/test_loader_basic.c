@@ -301,6 +301,42 @@ static void test_exit_codes_and_messages(void **state)
     free(err);
 }
 
+/* kinesis2pg.schema_version records the state tables' layout; a build that meets a newer one
+ * (a rollback after an upgrade changed them) stops with exit 2 and one line naming both
+ * versions, in load, status and reset, instead of misreading or damaging the state. */
+static void test_newer_state_layout_is_refused(void **state)
+{
+    char *err, *who;
+    (void)state;
+    K2P_LT_REQUIRE(&g);
+
+    k2p_lt_create_stream(&g, "layout", 1);
+    assert_int_equal(K2P_LT_LOAD_OK(&g, "kinesis", "layout", "--stream", "layout"), 0);
+    assert_int_equal(k2p_lt_i64(&g, "SELECT max(version) FROM kinesis2pg.schema_version"), 1);
+    assert_int_equal(k2p_lt_i64(&g, "SELECT count(*) FROM kinesis2pg.schema_version"), 1);
+    who = k2p_test_pg_query_str(&g.pg, "SELECT written_by FROM kinesis2pg.schema_version");
+    assert_non_null(who);
+    assert_true(strncmp(who, "kinesis2pg ", 11) == 0);
+    free(who);
+
+    k2p_lt_sql(&g, "UPDATE kinesis2pg.schema_version SET version = 99");
+    err = expect_exit(2, "load against a newer state layout",
+                      K2P_LT_ARGS("--stream", "layout"), 0);
+    if (!strstr(err, "layout version 99") || !strstr(err, "up to version 1"))
+        fail_msg("the refusal does not name both layout versions:\n%s", err);
+    fprintf(stderr, "  refused: %s", err);
+    free(err);
+    err = expect_exit(1, "status against a newer state layout",
+                      K2P_LT_ARGS("status", "--stream", "layout", "--pg", g.pg.conninfo), 1);
+    if (!strstr(err, "layout version 99"))
+        fail_msg("status does not say why it stopped:\n%s", err);
+    free(err);
+    /* Nothing was changed by the refused runs: back at version 1 the stream loads again. */
+    assert_int_equal(k2p_lt_i64(&g, "SELECT max(version) FROM kinesis2pg.schema_version"), 99);
+    k2p_lt_sql(&g, "UPDATE kinesis2pg.schema_version SET version = 1");
+    assert_int_equal(K2P_LT_LOAD_OK(&g, "kinesis", "layout", "--stream", "layout"), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -309,6 +345,7 @@ int main(void)
         cmocka_unit_test(test_rerun_loads_nothing_then_one_more),
         cmocka_unit_test(test_hostile_names_are_quoted),
         cmocka_unit_test(test_exit_codes_and_messages),
+        cmocka_unit_test(test_newer_state_layout_is_refused),
     };
     k2p_lt_filter_from_env();
     return cmocka_run_group_tests(tests, setup, teardown);
