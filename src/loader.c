@@ -26,6 +26,9 @@
 /* Everything between Kinesis and commit: answers being decoded (charged in advance), encoded
  * batches in rings and in writers' transactions. */
 #define K2P_DEFAULT_MEMORY ((int64_t)32 << 20)
+/* How long the coordinator waits for its PostgreSQL session to come back when a closed shard's
+ * children must be recorded: as long as a writer waits with a batch (pg_writer.c). */
+#define K2P_RELIST_WAIT_MS 120000
 
 void k2p_load_opts_from_config(k2p_load_opts *o, const k2p_config *cfg, k2p_cred_chain *creds)
 {
@@ -605,6 +608,15 @@ static bool leases_all_finished(k2p_loader *L)
     return true;
 }
 
+/* A shard that ended (closed and checkpointed, or closed in the database) whose children have
+ * not been looked for since (coordinator). */
+static bool children_unlisted(k2p_shard_rt *s)
+{
+    return ((atomic_load(&s->done) && atomic_load(&s->state) == K2P_READER_CLOSED) ||
+            s->db_closed) &&
+           !s->children_listed;
+}
+
 static int start_ready(k2p_loader *L, PGconn *conn, k2p_err *err)
 {
     if (L->mode == K2P_LOCK_LEASES)
@@ -1066,6 +1078,7 @@ int k2p_load_run(const k2p_load_opts *o, k2p_load_result *res, k2p_err *err)
     int rc, writers_started = 0, seen_at_tick = -1;
     const char *status = "ok";
     bool relist = false, looked = false;
+    int64_t relist_wait_since = 0; /* children to list, our session broken, since then */
     int64_t last_tick = 0;
     const int64_t tick_ms = o->leases && o->lease_ttl_ms / 4 < 1000 ? o->lease_ttl_ms / 4 : 1000;
 
@@ -1272,19 +1285,42 @@ int k2p_load_run(const k2p_load_opts *o, k2p_load_result *res, k2p_err *err)
         /* A parent finished: its children may exist now (kinesalite sends no ChildShards,
          * so list again) and may start. */
         relist = false;
-        for (size_t i = 0; i < L.n_shards; i++) {
-            k2p_shard_rt *s = L.shards[i];
-            if (((atomic_load(&s->done) && atomic_load(&s->state) == K2P_READER_CLOSED) ||
-                 s->db_closed) &&
-                !s->children_listed) {
-                s->children_listed = true;
-                relist = true;
+        for (size_t i = 0; i < L.n_shards; i++)
+            relist = relist || children_unlisted(L.shards[i]);
+        /* The children are recorded on our session: while it is broken, wait for keep_lock to
+         * reconnect (the run does not end with children unlisted), for as long as a writer
+         * waits for PostgreSQL to come back. */
+        if (relist && k2p_pg_conn_broken(conn)) {
+            if (!relist_wait_since)
+                relist_wait_since = k2p_now_ns();
+            if (k2p_now_ns() - relist_wait_since > (int64_t)K2P_RELIST_WAIT_MS * 1000000) {
+                rc = k2p_err_set(err, K2P_EIO,
+                                 "PostgreSQL: cannot record the new shards of stream '%s': no "
+                                 "connection for %d s",
+                                 o->stream, K2P_RELIST_WAIT_MS / 1000);
+                break;
             }
+            continue;
         }
+        relist_wait_since = 0;
+        for (size_t i = 0; relist && i < L.n_shards; i++)
+            if (children_unlisted(L.shards[i]))
+                L.shards[i]->children_listed = true;
         if (relist && (rc = L.mode == K2P_LOCK_SINGLE
                                  ? refresh_shards(&L, k, conn, &ctx, err)
-                                 : refresh_shards_shared(&L, k, conn, &ctx, NULL, err)))
-            break;
+                                 : refresh_shards_shared(&L, k, conn, &ctx, NULL, err))) {
+            if (rc == K2P_EINUSE || !k2p_pg_conn_broken(conn))
+                break;
+            /* PostgreSQL went away under the listing (an outage, a restart): list again once
+             * keep_lock has reconnected (above). Listing is idempotent: a shard already added
+             * is skipped (add_shard), a checkpoint row already inserted is kept (ON CONFLICT
+             * DO NOTHING). */
+            for (size_t i = 0; i < L.n_shards; i++)
+                if (L.shards[i]->children_listed && !L.shards[i]->closed_in_state)
+                    L.shards[i]->children_listed = false;
+            rc = 0;
+            k2p_err_clear(err);
+        }
         if ((rc = start_ready(&L, conn, err)))
             break;
         if (L.mode == K2P_LOCK_LEASES) {

@@ -1,0 +1,121 @@
+/* test_faults_pg_reshard.c - a split while the loader's own PostgreSQL session keeps being cut.
+ *
+ * When a parent shard is closed and checkpointed, the loader's coordinator lists the shards
+ * again and records the children in kinesis2pg.checkpoints on its own session. That session
+ * can be gone at that moment (an outage just ended, a failover, an idle-session reaper): the
+ * listing must be tried again once the session is back, not end the run.
+ *
+ * 2 shards preloaded in tests/mock_kinesis (16,000 records of ~100 bytes), shardId-000000000000
+ * split by the mock once 3,000 records were served; the loader reads 500 per call, so the
+ * parent is read to its end a couple of seconds later. From the start until the children are
+ * recorded, the test terminates every 20 ms the coordinator's session: the loader session
+ * whose last statement was its once-a-second "SELECT 1", or that has sat idle after taking the
+ * stream lock (its reconnect) for 100 ms; the writers and the checkpoint thread are busy with
+ * other statements and left alone. The run must then exit 0 with the exact set, all four
+ * shards checkpointed, and a rerun must load nothing.
+ *
+ * Threading: single-threaded; the loader and the mock are child processes.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "fault_testlib.h"
+#include "kinesis2pg/common.h"
+
+#define RECORDS 16000
+#define RECORD_SIZE 100
+
+static k2p_lt g;
+static k2p_test_mock mk;
+static k2p_lt_set g_set;
+
+static int setup(void **state)
+{
+    (void)state;
+    k2p_ft_seed("test_faults_pg_reshard");
+    return k2p_lt_start_pg_only(&g) == 0 ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    if (mk.pid > 0)
+        k2p_test_mock_stop(&mk);
+    k2p_lt_set_free(&g_set);
+    k2p_lt_stop(&g);
+    return 0;
+}
+
+static void test_split_while_coordinator_session_is_cut(void **state)
+{
+    const char *stream = "pg_cut_split";
+    static const char *const mock_extra[] = {"--reshard-at", "3000", "--reshard-split",
+                                             "shardId-000000000000", NULL};
+    static const char *const extra[] = {"--chunk-size", "500", NULL};
+    const char **args = k2p_ft_args(stream, extra);
+    char log_path[320];
+    int64_t kills = 0, deadline;
+    int status = 0;
+    bool exited = false;
+    pid_t pid;
+    (void)state;
+    K2P_LT_REQUIRE(&g);
+
+    k2p_ft_mock_preload(&g, &mk, stream, 2, RECORDS, RECORD_SIZE, mock_extra, &g_set);
+    snprintf(log_path, sizeof log_path, "%s/%s.log", g.tmpdir, stream);
+    pid = k2p_lt_spawn_loader(&g, args, log_path);
+    deadline = k2p_ft_ms() + 120000;
+    while (k2p_ft_ms() < deadline) {
+        if (k2p_lt_wait_pid(pid, 20, &status)) {
+            exited = true;
+            break;
+        }
+        kills += k2p_lt_i64(
+            &g, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE application_name = 'kinesis2pg' AND pid <> pg_backend_pid() AND "
+                "(query = 'SELECT 1' OR (query LIKE 'SELECT pg_advisory_lock_shared(%%' AND "
+                "state = 'idle' AND state_change < clock_timestamp() - interval '100 ms'))");
+        if (k2p_lt_i64(&g, "SELECT (to_regclass('kinesis2pg.checkpoints') IS NOT NULL)::int") &&
+            k2p_lt_i64(&g,
+                       "SELECT count(*) FROM kinesis2pg.checkpoints WHERE stream = '%s' AND "
+                       "cardinality(parent_shard_ids) > 0",
+                       stream) == 2)
+            break;
+    }
+    fprintf(stderr, "  %s: %lld coordinator sessions cut before the children were recorded\n",
+            stream, (long long)kills);
+    if (!exited)
+        status = k2p_ft_reap(pid, 120000, log_path, "load across a split");
+    k2p_ft_expect_status(status, 0, log_path, "load across a split with its session cut");
+    if (kills == 0)
+        fail_msg("no coordinator session was cut: the test did not test anything");
+    assert_int_equal(k2p_ft_mock_stat(&mk, "reshards"), 1);
+    k2p_lt_assert_table(&g, "kinesis", stream, stream, &g_set, K2P_LT_JSON);
+    k2p_lt_assert_checkpoints(&g, stream, &g_set);
+    assert_int_equal(k2p_lt_i64(&g,
+                                "SELECT count(*) FROM kinesis2pg.checkpoints WHERE stream = '%s'",
+                                stream),
+                     4);
+    assert_int_equal(k2p_lt_load_ok(&g, "kinesis", stream, args), 0);
+    free(args);
+    k2p_ft_mock_stop(&mk);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_split_while_coordinator_session_is_cut),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
