@@ -26,9 +26,10 @@
 /* Everything between Kinesis and commit: answers being decoded (charged in advance), encoded
  * batches in rings and in writers' transactions. */
 #define K2P_DEFAULT_MEMORY ((int64_t)32 << 20)
-/* How long the coordinator waits for its PostgreSQL session to come back when a closed shard's
- * children must be recorded: as long as a writer waits with a batch (pg_writer.c). */
-#define K2P_RELIST_WAIT_MS 120000
+/* How long the coordinator waits for its PostgreSQL session to come back when it must record a
+ * closed shard's children or take a lease: as long as a writer waits with a batch
+ * (pg_writer.c). */
+#define K2P_PG_WAIT_MS 120000
 
 void k2p_load_opts_from_config(k2p_load_opts *o, const k2p_config *cfg, k2p_cred_chain *creds)
 {
@@ -439,8 +440,10 @@ static int start_held(k2p_loader *L, PGconn *conn, k2p_shard_rt *s, int64_t epoc
     s->skip = NULL;
     s->n_skip = 0;
     if ((rc = k2p_pg_load_state_shard(conn, L->o->stream, L->qualified_table, s->shard_id, &s->own,
-                                      err)))
+                                      err))) {
+        s->held = false; /* not started: taken again on the next try (start_ready) */
         return rc;
+    }
     if ((c = k2p_stream_state_find(&s->own, s->shard_id)) != NULL) {
         if (c->closed) {
             s->finished = true;
@@ -605,6 +608,22 @@ static bool leases_all_finished(k2p_loader *L)
         if (s->held || s->thread_started || !shard_finished(s))
             return false;
     }
+    return true;
+}
+
+/* After a coordinator call on our session failed with rc: true, with err cleared, when the
+ * session was cut (an outage, a restart, a terminated backend) and the call may be made again
+ * once keep_lock has reconnected, for up to K2P_PG_WAIT_MS from the first such failure
+ * (*since); false when the run must end with rc. */
+static bool retry_after_reconnect(PGconn *conn, int rc, int64_t *since, k2p_err *err)
+{
+    if (rc == K2P_EINUSE || !k2p_pg_conn_broken(conn))
+        return false;
+    if (!*since)
+        *since = k2p_now_ns();
+    if (k2p_now_ns() - *since > (int64_t)K2P_PG_WAIT_MS * 1000000)
+        return false;
+    k2p_err_clear(err);
     return true;
 }
 
@@ -1078,7 +1097,9 @@ int k2p_load_run(const k2p_load_opts *o, k2p_load_result *res, k2p_err *err)
     int rc, writers_started = 0, seen_at_tick = -1;
     const char *status = "ok";
     bool relist = false, looked = false;
-    int64_t relist_wait_since = 0; /* children to list, our session broken, since then */
+    /* Since when our session has been broken while it had work to do (record a closed
+     * shard's children, take a shard's lease with --worker-count); 0: not waiting. */
+    int64_t pg_wait_since = 0;
     int64_t last_tick = 0;
     const int64_t tick_ms = o->leases && o->lease_ttl_ms / 4 < 1000 ? o->lease_ttl_ms / 4 : 1000;
 
@@ -1290,26 +1311,27 @@ int k2p_load_run(const k2p_load_opts *o, k2p_load_result *res, k2p_err *err)
         /* The children are recorded on our session: while it is broken, wait for keep_lock to
          * reconnect (the run does not end with children unlisted), for as long as a writer
          * waits for PostgreSQL to come back. */
+        if (!k2p_pg_conn_broken(conn))
+            pg_wait_since = 0;
         if (relist && k2p_pg_conn_broken(conn)) {
-            if (!relist_wait_since)
-                relist_wait_since = k2p_now_ns();
-            if (k2p_now_ns() - relist_wait_since > (int64_t)K2P_RELIST_WAIT_MS * 1000000) {
+            if (!pg_wait_since)
+                pg_wait_since = k2p_now_ns();
+            if (k2p_now_ns() - pg_wait_since > (int64_t)K2P_PG_WAIT_MS * 1000000) {
                 rc = k2p_err_set(err, K2P_EIO,
                                  "PostgreSQL: cannot record the new shards of stream '%s': no "
                                  "connection for %d s",
-                                 o->stream, K2P_RELIST_WAIT_MS / 1000);
+                                 o->stream, K2P_PG_WAIT_MS / 1000);
                 break;
             }
             continue;
         }
-        relist_wait_since = 0;
         for (size_t i = 0; relist && i < L.n_shards; i++)
             if (children_unlisted(L.shards[i]))
                 L.shards[i]->children_listed = true;
         if (relist && (rc = L.mode == K2P_LOCK_SINGLE
                                  ? refresh_shards(&L, k, conn, &ctx, err)
                                  : refresh_shards_shared(&L, k, conn, &ctx, NULL, err))) {
-            if (rc == K2P_EINUSE || !k2p_pg_conn_broken(conn))
+            if (!retry_after_reconnect(conn, rc, &pg_wait_since, err))
                 break;
             /* PostgreSQL went away under the listing (an outage, a restart): list again once
              * keep_lock has reconnected (above). Listing is idempotent: a shard already added
@@ -1319,10 +1341,15 @@ int k2p_load_run(const k2p_load_opts *o, k2p_load_result *res, k2p_err *err)
                 if (L.shards[i]->children_listed && !L.shards[i]->closed_in_state)
                     L.shards[i]->children_listed = false;
             rc = 0;
-            k2p_err_clear(err);
         }
-        if ((rc = start_ready(&L, conn, err)))
-            break;
+        if ((rc = start_ready(&L, conn, err))) {
+            /* --worker-count takes a shard's lease on our session: cut under it, try again once
+             * keep_lock has reconnected (a shard not started is not given up on). */
+            if (!retry_after_reconnect(conn, rc, &pg_wait_since, err))
+                break;
+            rc = 0;
+            continue;
+        }
         if (L.mode == K2P_LOCK_LEASES) {
             /* Batch: done once every shard was read to its tip since we started (by anyone)
              * or is closed, and our leases are given back (see docs/operations.md). */
@@ -1336,8 +1363,13 @@ int k2p_load_run(const k2p_load_opts *o, k2p_load_result *res, k2p_err *err)
             /* Before leaving, look once more at the parents other workers close: a child of
              * theirs may have become ready. */
             looked = true;
-            if ((rc = share_tick(&L, conn, err)))
-                break;
+            if ((rc = share_tick(&L, conn, err))) {
+                /* Our session cut under it: look again once keep_lock has reconnected. */
+                if (!retry_after_reconnect(conn, rc, &pg_wait_since, err))
+                    break;
+                looked = false;
+                rc = 0;
+            }
             continue;
         }
         if (!o->follow && running_readers(&L) == 0) {

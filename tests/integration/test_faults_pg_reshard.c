@@ -12,7 +12,8 @@
  * whose last statement was its once-a-second "SELECT 1", or that has sat idle after taking the
  * stream lock (its reconnect) for 100 ms; the writers and the checkpoint thread are busy with
  * other statements and left alone. The run must then exit 0 with the exact set, all four
- * shards checkpointed, and a rerun must load nothing.
+ * shards checkpointed, and a rerun must load nothing. Once as a single loader, once as the
+ * only worker of --worker-count 1 (which also takes each child's lease on that session).
  *
  * Threading: single-threaded; the loader and the mock are child processes.
  */
@@ -57,20 +58,18 @@ static int teardown(void **state)
     return 0;
 }
 
-static void test_split_while_coordinator_session_is_cut(void **state)
+static void split_with_session_cut(const char *stream, const char *const *extra)
 {
-    const char *stream = "pg_cut_split";
     static const char *const mock_extra[] = {"--reshard-at", "3000", "--reshard-split",
                                              "shardId-000000000000", NULL};
-    static const char *const extra[] = {"--chunk-size", "500", NULL};
     const char **args = k2p_ft_args(stream, extra);
     char log_path[320];
     int64_t kills = 0, deadline;
     int status = 0;
     bool exited = false;
     pid_t pid;
-    (void)state;
     K2P_LT_REQUIRE(&g);
+    k2p_lt_set_free(&g_set);
 
     k2p_ft_mock_preload(&g, &mk, stream, 2, RECORDS, RECORD_SIZE, mock_extra, &g_set);
     snprintf(log_path, sizeof log_path, "%s/%s.log", g.tmpdir, stream);
@@ -112,10 +111,27 @@ static void test_split_while_coordinator_session_is_cut(void **state)
     k2p_ft_mock_stop(&mk);
 }
 
+static void test_split_while_coordinator_session_is_cut(void **state)
+{
+    static const char *const extra[] = {"--chunk-size", "500", NULL};
+    (void)state;
+    split_with_session_cut("pg_cut_split", extra);
+}
+
+/* The same with --worker-count 1: there the coordinator also takes each child's lease on its
+ * session before starting it. */
+static void test_static_worker_split_while_session_is_cut(void **state)
+{
+    static const char *const extra[] = {"--chunk-size", "500", "--worker-count", "1", NULL};
+    (void)state;
+    split_with_session_cut("pg_cut_split_static", extra);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_split_while_coordinator_session_is_cut),
+        cmocka_unit_test(test_static_worker_split_while_session_is_cut),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
