@@ -1373,18 +1373,14 @@ int k2p_load_run(const k2p_load_opts *o, k2p_load_result *res, k2p_err *err)
             continue;
         }
         if (!o->follow && running_readers(&L) == 0) {
-            /* Anything left to start must wait for a parent that is still being committed. */
+            /* A shard read to SHARD_END whose last batch is still being committed has children
+             * to list (and start) once it is done: the run is not over. Leaving here ended a
+             * batch run with a split's children neither recorded nor read whenever the other
+             * readers were caught up first (always, with one shard). */
             bool waiting = false;
-            for (size_t i = 0; i < L.n_shards; i++) {
-                k2p_shard_rt *s = L.shards[i];
-                if (s->thread_started || s->ever_started || s->closed_in_state || !s->mine)
-                    continue;
-                for (size_t j = 0; j < s->n_parents; j++) {
-                    k2p_shard_rt *p = find_shard(&L, s->parents[j]);
-                    if (p && atomic_load(&p->state) == K2P_READER_CLOSED && !atomic_load(&p->done))
-                        waiting = true;
-                }
-            }
+            for (size_t i = 0; i < L.n_shards && !waiting; i++)
+                waiting = atomic_load(&L.shards[i]->state) == K2P_READER_CLOSED &&
+                          !atomic_load(&L.shards[i]->done);
             if (!waiting)
                 break;
         }

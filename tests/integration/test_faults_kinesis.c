@@ -14,6 +14,8 @@
  *  - A split and a merge while the load runs (reshard_at): records put through the mock with
  *    40 partition keys before, between and after the two reshards; besides the exact set, for
  *    every key the rows were committed in sequence order (a child's after its parent's).
+ *    And the only shard of a stream split while a batch run reads it: the same run reads the
+ *    children.
  *  - 100 % throttling of GetRecords in the middle of a load: the run gives up after the
  *    retry budget (--max-attempts 4 here; full-jitter backoff from 100 ms) with exit 1 and one
  *    error line naming the stream, the shard and the budget; the table is a per-shard prefix;
@@ -248,6 +250,51 @@ static void test_split_and_merge_during_load(void **state)
     k2p_lt_set_free(set);
 }
 
+/* The only shard split while a batch run reads it: when the parent is read to its end, no
+ * other reader is running, yet the run must wait for the parent's last commit, list the
+ * children, and read what was put into them, all in the same run. It used to leave as soon as
+ * the parent's reader ended, children neither recorded nor read (found by
+ * test_faults_pg_reshard, where it needed the other shard to be caught up first). */
+static void test_only_shard_split_run_reads_children(void **state)
+{
+    const char *stream = "f_split_one";
+    k2p_lt_set *set = &g_set;
+    static const char *const slow[] = {"--chunk-size", "100", NULL};
+    const char **args = k2p_ft_args(stream, slow);
+    char log_path[320];
+    int status = 0, exited = 0;
+    pid_t pid;
+    (void)state;
+    K2P_LT_REQUIRE(&g);
+
+    k2p_ft_mock_start(&g, &mk, NULL);
+    k2p_lt_create_stream(&g, stream, 1);
+    k2p_lt_produce(&g, stream, set, "--count 2000 --keys 20 --size 120 --seed 21");
+    k2p_ft_mock_control(&mk, "{\"reshard_at\":500,\"split\":\"shardId-000000000000\"}");
+    snprintf(log_path, sizeof log_path, "%s/%s.log", g.tmpdir, stream);
+    pid = k2p_lt_spawn_loader(&g, args, log_path);
+    if (!wait_reshards(1, pid, &exited, &status, 30000))
+        fail_msg("the split never happened (loader %s)", exited ? "exited" : "still running");
+    /* The parent has ~1,500 records left (3 s at 5 calls/s of 100): these go to the children
+     * well before it is read to its end. */
+    k2p_lt_produce(&g, stream, set, "--count 300 --keys 20 --size 120 --seed 22");
+    if (exited)
+        fail_msg("the run ended before the parent was read to its end (log %s)", log_path);
+    status = k2p_ft_reap(pid, 120000, log_path, "run across the split");
+    k2p_ft_expect_status(status, 0, log_path, "run across the split");
+    /* No second run: this one must have read the children. */
+    k2p_lt_assert_table(&g, "kinesis", stream, stream, set, K2P_LT_JSON);
+    k2p_lt_assert_checkpoints(&g, stream, set);
+    k2p_ft_assert_key_order(&g, "kinesis", stream);
+    assert_int_equal(k2p_lt_i64(&g,
+                                "SELECT count(*) FROM kinesis2pg.checkpoints WHERE stream = '%s'",
+                                stream),
+                     3);
+    free(args);
+    k2p_ft_mock_stop(&mk);
+    k2p_lt_set_free(set);
+}
+
 /* ---- a retry budget that runs out --------------------------------------------------------- */
 
 static void test_throttled_for_good_fails_then_resumes(void **state)
@@ -374,6 +421,7 @@ int main(void)
         cmocka_unit_test_setup(test_truncated_bodies, test_setup),
         cmocka_unit_test_setup(test_iterators_expire_mid_read, test_setup),
         cmocka_unit_test_setup(test_split_and_merge_during_load, test_setup),
+        cmocka_unit_test_setup(test_only_shard_split_run_reads_children, test_setup),
         cmocka_unit_test_setup(test_throttled_for_good_fails_then_resumes, test_setup),
         cmocka_unit_test_setup(test_one_mib_record_and_ten_thousand_tiny, test_setup),
     };
