@@ -192,6 +192,27 @@ static int wait_reshards(int64_t n, pid_t pid, int *exited, int *status, int tim
     }
 }
 
+/* Starts a mock with `stream` of `shards` shards holding what the producer arguments `produce`
+ * put, has it split shardId-000000000000 once `split_at` records were served, starts the loader
+ * with args (log in log_path) and waits for the split; fails the test if it never happens. */
+static pid_t start_run_until_split(const char *stream, int shards, const char *produce,
+                                   int split_at, const char *const *args, const char *log_path,
+                                   int *exited, int *status)
+{
+    char ctl[120];
+    pid_t pid;
+    k2p_ft_mock_start(&g, &mk, NULL);
+    k2p_lt_create_stream(&g, stream, shards);
+    k2p_lt_produce(&g, stream, &g_set, produce);
+    snprintf(ctl, sizeof ctl, "{\"reshard_at\":%d,\"split\":\"shardId-000000000000\"}",
+             split_at);
+    k2p_ft_mock_control(&mk, ctl);
+    pid = k2p_lt_spawn_loader(&g, args, log_path);
+    if (!wait_reshards(1, pid, exited, status, 30000))
+        fail_msg("the split never happened (loader %s)", *exited ? "exited" : "still running");
+    return pid;
+}
+
 static void test_split_and_merge_during_load(void **state)
 {
     const char *stream = "f_reshard";
@@ -204,15 +225,10 @@ static void test_split_and_merge_during_load(void **state)
     (void)state;
     K2P_LT_REQUIRE(&g);
 
-    k2p_ft_mock_start(&g, &mk, NULL);
-    k2p_lt_create_stream(&g, stream, 4);
-    k2p_lt_produce(&g, stream, set, "--count 6000 --keys 40 --size 120 --seed 11");
-    /* Split shard 0 once the loader has read 1,500 records. */
-    k2p_ft_mock_control(&mk, "{\"reshard_at\":1500,\"split\":\"shardId-000000000000\"}");
     snprintf(log_path, sizeof log_path, "%s/%s.log", g.tmpdir, stream);
-    pid = k2p_lt_spawn_loader(&g, args, log_path);
-    if (!wait_reshards(1, pid, &exited, &status, 30000))
-        fail_msg("the split never happened (loader %s)", exited ? "exited" : "still running");
+    /* Split shard 0 once the loader has read 1,500 records. */
+    pid = start_run_until_split(stream, 4, "--count 6000 --keys 40 --size 120 --seed 11", 1500,
+                                args, log_path, &exited, &status);
     /* Records with the same keys now go to the children of shard 0. */
     k2p_lt_produce(&g, stream, set, "--count 3000 --keys 40 --size 120 --seed 12");
     /* Merge shards 2 and 3 (adjacent hash ranges) 500 records from now. */
@@ -267,14 +283,9 @@ static void test_only_shard_split_run_reads_children(void **state)
     (void)state;
     K2P_LT_REQUIRE(&g);
 
-    k2p_ft_mock_start(&g, &mk, NULL);
-    k2p_lt_create_stream(&g, stream, 1);
-    k2p_lt_produce(&g, stream, set, "--count 2000 --keys 20 --size 120 --seed 21");
-    k2p_ft_mock_control(&mk, "{\"reshard_at\":500,\"split\":\"shardId-000000000000\"}");
     snprintf(log_path, sizeof log_path, "%s/%s.log", g.tmpdir, stream);
-    pid = k2p_lt_spawn_loader(&g, args, log_path);
-    if (!wait_reshards(1, pid, &exited, &status, 30000))
-        fail_msg("the split never happened (loader %s)", exited ? "exited" : "still running");
+    pid = start_run_until_split(stream, 1, "--count 2000 --keys 20 --size 120 --seed 21", 500,
+                                args, log_path, &exited, &status);
     /* The parent has ~1,500 records left (3 s at 5 calls/s of 100): these go to the children
      * well before it is read to its end. */
     k2p_lt_produce(&g, stream, set, "--count 300 --keys 20 --size 120 --seed 22");
