@@ -61,17 +61,13 @@ static k2p_lt_set g_set;
 static int setup(void **state)
 {
     (void)state;
-    k2p_ft_seed("test_loader_leases");
-    return k2p_lt_start_pg_only(&g) == 0 ? 0 : -1;
+    return k2p_ft_group_start(&g, "test_loader_leases");
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    if (mk.pid > 0)
-        k2p_test_mock_stop(&mk);
-    k2p_lt_set_free(&g_set);
-    k2p_lt_stop(&g);
+    k2p_ft_group_stop(&g, &mk, &g_set);
     return 0;
 }
 

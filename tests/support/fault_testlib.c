@@ -71,6 +71,27 @@ void k2p_ft_seed(const char *name)
     g_rng = (uint64_t)seed * 0x9E3779B97F4A7C15ull + 1;
 }
 
+int k2p_ft_group_start(k2p_lt *t, const char *seed_name)
+{
+    if (seed_name)
+        k2p_ft_seed(seed_name);
+    return k2p_lt_start_pg_only(t) == 0 ? 0 : -1;
+}
+
+void k2p_ft_test_reset(k2p_test_mock *m, k2p_lt_set *set)
+{
+    if (m->pid > 0)
+        k2p_test_mock_stop(m);
+    memset(m, 0, sizeof *m);
+    k2p_lt_set_free(set);
+}
+
+void k2p_ft_group_stop(k2p_lt *t, k2p_test_mock *m, k2p_lt_set *set)
+{
+    k2p_ft_test_reset(m, set);
+    k2p_lt_stop(t);
+}
+
 int64_t k2p_ft_rand(int64_t lo, int64_t hi)
 {
     g_rng ^= g_rng << 13;

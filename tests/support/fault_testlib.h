@@ -37,6 +37,19 @@ int64_t k2p_ft_rand(int64_t lo, int64_t hi);
 /* Milliseconds since an arbitrary origin (monotonic). */
 int64_t k2p_ft_ms(void);
 
+/* ---- the state a test file shares between its tests ------------------------------------------ */
+
+/* Group setup (cmocka): seeds the RNG under seed_name (unless NULL), then starts t's PostgreSQL
+ * cluster. 0, or -1 when it did not start. */
+int k2p_ft_group_start(k2p_lt *t, const char *seed_name);
+
+/* Before each test: stops a mock that a failed test left running (its exit status is not
+ * judged), clears m, and frees the produced set a failed test left behind. */
+void k2p_ft_test_reset(k2p_test_mock *m, k2p_lt_set *set);
+
+/* Group teardown: k2p_ft_test_reset, then stops t's cluster. */
+void k2p_ft_group_stop(k2p_lt *t, k2p_test_mock *m, k2p_lt_set *set);
+
 /* ---- mock_kinesis -------------------------------------------------------------------------- */
 
 /* Starts mock_kinesis with `args` (NULL-terminated, may be NULL) and points t's helpers (loader
