@@ -1094,7 +1094,7 @@ int k2p_load_run(const k2p_load_opts *o, k2p_load_result *res, k2p_err *err)
     k2p_plan_ctx ctx;
     k2p_metrics *metrics = NULL;
     int64_t run_id = -1, t0 = k2p_now_ns(), last_progress = t0;
-    int rc, writers_started = 0, seen_at_tick = -1;
+    int rc, writers_started = 0, seen_at_tick = -1, fatal = 0;
     const char *status = "ok";
     bool relist = false, looked = false;
     /* Since when our session has been broken while it had work to do (record a closed
@@ -1266,6 +1266,9 @@ int k2p_load_run(const k2p_load_opts *o, k2p_load_result *res, k2p_err *err)
             pthread_cond_timedwait(&L.coord_cv, &L.coord_mu, &ts);
         }
         seen = L.events;
+        /* Read under coord_mu (k2p_loader_fail writes it from any thread); one set after this
+         * bumps events too, so the next turn sees it without waiting. */
+        fatal = L.fatal_code;
         pthread_mutex_unlock(&L.coord_mu);
 
         if (k2p_now_ns() - last_progress >= 1000000000LL) {
@@ -1274,7 +1277,7 @@ int k2p_load_run(const k2p_load_opts *o, k2p_load_result *res, k2p_err *err)
             last_progress = k2p_now_ns();
         }
         /* Sharing: a lease tick every tick_ms, or soon after a reader ended. */
-        if (L.mode != K2P_LOCK_SINGLE && !L.fatal_code && !(o->stop && *o->stop) &&
+        if (L.mode != K2P_LOCK_SINGLE && !fatal && !(o->stop && *o->stop) &&
             !atomic_load(&L.stop_readers) &&
             (k2p_now_ns() - last_tick >= tick_ms * 1000000 ||
              (seen != seen_at_tick && k2p_now_ns() - last_tick >= 100000000LL))) {
@@ -1294,7 +1297,7 @@ int k2p_load_run(const k2p_load_opts *o, k2p_load_result *res, k2p_err *err)
                 break;
             }
         }
-        if (L.fatal_code || (o->stop && *o->stop)) {
+        if (fatal || (o->stop && *o->stop)) {
             if (o->stop && *o->stop)
                 atomic_store(&L.signalled, true);
             atomic_store(&L.stop_readers, true);
