@@ -245,8 +245,22 @@ static int add_shard(k2p_loader *L, PGconn *conn, const k2p_shard *ls, const k2p
     k2p_shard_rt *s;
     int rc;
 
-    if (find_shard(L, ls->shard_id))
+    if ((s = find_shard(L, ls->shard_id)) != NULL) {
+        /* Added by a planning transaction that was rolled back (the session was cut before
+         * its COMMIT answered): record it again, as planned then. Without its row the
+         * checkpoints of its batches would update nothing. */
+        if (!s->row_pending)
+            return 0;
+        if ((rc = k2p_pg_add_shard(conn, L->o->stream, L->qualified_table, s->shard_id,
+                                   (const char *const *)s->parents, s->n_parents,
+                                   s->start_at_us, err)))
+            return rc;
+        if (!k2p_stream_state_find(&L->state, s->shard_id) &&
+            state_add(&L->state, s->shard_id, (const char *const *)s->parents, s->n_parents,
+                      s->start_at_us))
+            return k2p_err_set(err, K2P_ENOMEM, "out of memory");
         return 0;
+    }
     if (ls->parent_shard_id)
         parents[np++] = ls->parent_shard_id;
     if (ls->adjacent_parent_shard_id)
@@ -273,6 +287,7 @@ static int add_shard(k2p_loader *L, PGconn *conn, const k2p_shard *ls, const k2p
         s->parents[s->n_parents++] = k2p_strdup(parents[i]);
     s->start_seq = k2p_strdup(plan.seq);
     s->start_at_us = plan.start_at_us;
+    s->row_pending = plan.is_new;
     s->had_checkpoint_seq = plan.seq != NULL;
     s->closed_at_listing = ls->ending_seq != NULL;
     if (ls->ending_seq)
@@ -320,6 +335,13 @@ static int add_shard(k2p_loader *L, PGconn *conn, const k2p_shard *ls, const k2p
                : 0;
 }
 
+/* The planning transaction committed: every shard's row is in. */
+static void rows_committed(k2p_loader *L)
+{
+    for (size_t i = 0; i < L->n_shards; i++)
+        L->shards[i]->row_pending = false;
+}
+
 /* Lists the stream's shards and adds the ones not seen yet. */
 static int refresh_shards(k2p_loader *L, k2p_kinesis *k, PGconn *conn, const k2p_plan_ctx *ctx,
                           k2p_err *err)
@@ -328,6 +350,8 @@ static int refresh_shards(k2p_loader *L, k2p_kinesis *k, PGconn *conn, const k2p
     int rc = k2p_kinesis_list_shards(k, L->o->stream, 0, &list, err);
     for (size_t i = 0; !rc && i < list.n; i++)
         rc = add_shard(L, conn, &list.shards[i], ctx, err);
+    /* Outside a transaction: a shard is added only after its row was inserted. */
+    rows_committed(L);
     k2p_shard_list_deinit(&list);
     return rc;
 }
@@ -365,6 +389,7 @@ static int refresh_shards_shared(k2p_loader *L, k2p_kinesis *k, PGconn *conn, k2
                               err);
     if (rc || (rc = k2p_pg_exec(conn, "COMMIT", 0, NULL, err)))
         goto fail;
+    rows_committed(L);
     goto out;
 fail:
     if (!k2p_pg_conn_broken(conn))
@@ -580,7 +605,8 @@ static int share_tick(k2p_loader *L, PGconn *conn, k2p_err *err)
         const k2p_lease_row *row = k2p_lease_view_find(&v, s->shard_id);
         int64_t epoch = 0;
         bool started;
-        if (s->held || shard_finished(s) || !parents_done(L, s) || (row && row->live))
+        if (s->held || s->row_pending || shard_finished(s) || !parents_done(L, s) ||
+            (row && row->live))
             continue;
         if ((rc = k2p_lease_take(conn, L->o->stream, L->qualified_table, s->shard_id, L->owner,
                                  L->o->lease_ttl_ms, &epoch, err)))
@@ -646,8 +672,8 @@ static int start_ready(k2p_loader *L, PGconn *conn, k2p_err *err)
             int64_t epoch = 0;
             bool started;
             int rc;
-            if (!s->mine || s->ever_started || s->held || shard_finished(s) ||
-                !parents_done(L, s))
+            if (!s->mine || s->ever_started || s->held || s->row_pending ||
+                shard_finished(s) || !parents_done(L, s))
                 continue;
             if (atomic_load(&L->stop_readers))
                 break;
@@ -1344,6 +1370,7 @@ int k2p_load_run(const k2p_load_opts *o, k2p_load_result *res, k2p_err *err)
                 if (L.shards[i]->children_listed && !L.shards[i]->closed_in_state)
                     L.shards[i]->children_listed = false;
             rc = 0;
+            continue; /* not on to the end-of-run checks below with the children unlisted */
         }
         if ((rc = start_ready(&L, conn, err))) {
             /* --worker-count takes a shard's lease on our session: cut under it, try again once
@@ -1377,13 +1404,15 @@ int k2p_load_run(const k2p_load_opts *o, k2p_load_result *res, k2p_err *err)
         }
         if (!o->follow && running_readers(&L) == 0) {
             /* A shard read to SHARD_END whose last batch is still being committed has children
-             * to list (and start) once it is done: the run is not over. Leaving here ended a
-             * batch run with a split's children neither recorded nor read whenever the other
-             * readers were caught up first (always, with one shard). */
+             * to list (and start) once it is done, and one done whose children are not listed
+             * yet (the listing failed and waits for our session): the run is not over. Leaving
+             * here ended a batch run with a split's children neither recorded nor read whenever
+             * the other readers were caught up first (always, with one shard). */
             bool waiting = false;
             for (size_t i = 0; i < L.n_shards && !waiting; i++)
-                waiting = atomic_load(&L.shards[i]->state) == K2P_READER_CLOSED &&
-                          !atomic_load(&L.shards[i]->done);
+                waiting = (atomic_load(&L.shards[i]->state) == K2P_READER_CLOSED &&
+                           !atomic_load(&L.shards[i]->done)) ||
+                          children_unlisted(L.shards[i]);
             if (!waiting)
                 break;
         }

@@ -71,6 +71,9 @@ typedef struct k2p_shard_rt {
     bool closed_at_listing; /* ListShards gave an EndingSequenceNumber: read to SHARD_END */
     char ending_seq[K2P_SEQ_BUF]; /* that EndingSequenceNumber ("" while open) */
     bool children_listed; /* coordinator: shards re-listed after this one closed */
+    /* Coordinator: its checkpoints row was inserted by a planning transaction that has not
+     * committed (yet): not started until it has, and inserted again if it failed. */
+    bool row_pending;
 
     /* Reader thread. */
     pthread_t thread;

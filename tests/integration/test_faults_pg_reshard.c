@@ -15,6 +15,13 @@
  * shards checkpointed, and a rerun must load nothing. Once as a single loader, once as the
  * only worker of --worker-count 1 (which also takes each child's lease on that session).
  *
+ * Then the children's rows are cut at the moment they are written: a deferred trigger the test
+ * installs makes the insert of a row with parents (single loader: the INSERT itself) or the
+ * planning transaction's COMMIT (--worker-count, --leases) sleep 1 s, and the test terminates
+ * the session once, while it sleeps. The rows must be written again after the reconnect (in
+ * the sharing modes the loader has already added the children to its list by then), the run
+ * must not end before that, and the same checks hold.
+ *
  * Threading: single-threaded; the loader and the mock are child processes.
  */
 #include <setjmp.h>
@@ -123,11 +130,105 @@ static void test_static_worker_split_while_session_is_cut(void **state)
     split_with_session_cut("pg_cut_split_static", extra);
 }
 
+/* In the sharing modes the children of a split are planned in one transaction (their
+ * checkpoints rows, under the planning lock). Here that COMMIT is cut: a deferred trigger
+ * (installed by the test, for rows with parents only) makes it sleep 1 s, and the test
+ * terminates the session while it waits. The rows are rolled back, though the loader had
+ * already added the children to its own list; the retry must record them again before any
+ * reader starts on them. Before, the retry skipped the children it knew: they were read with
+ * no checkpoints row (their checkpoints went nowhere) and the run ended with 2 rows of 4. */
+static void split_with_commit_cut(const char *stream, const char *const *extra)
+{
+    static const char *const mock_extra[] = {"--reshard-at", "3000", "--reshard-split",
+                                             "shardId-000000000000", NULL};
+    const char **args = k2p_ft_args(stream, extra);
+    char log_path[320];
+    int64_t kills = 0, deadline;
+    int status = 0;
+    bool exited = false, trigger = false;
+    pid_t pid;
+    K2P_LT_REQUIRE(&g);
+    k2p_lt_set_free(&g_set);
+
+    k2p_ft_mock_preload(&g, &mk, stream, 2, RECORDS, RECORD_SIZE, mock_extra, &g_set);
+    snprintf(log_path, sizeof log_path, "%s/%s.log", g.tmpdir, stream);
+    pid = k2p_lt_spawn_loader(&g, args, log_path);
+    deadline = k2p_ft_ms() + 120000;
+    while (k2p_ft_ms() < deadline && kills == 0) {
+        if (k2p_lt_wait_pid(pid, 20, &status)) {
+            exited = true;
+            break;
+        }
+        if (!trigger) {
+            if (!k2p_lt_i64(&g, "SELECT (to_regclass('kinesis2pg.checkpoints') IS NOT NULL)::int"))
+                continue;
+            k2p_lt_sql(&g, "CREATE OR REPLACE FUNCTION public.k2p_test_slow_commit() RETURNS "
+                           "trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(1); RETURN "
+                           "NULL; END $$");
+            k2p_lt_sql(&g,
+                       "CREATE CONSTRAINT TRIGGER k2p_test_slow_commit AFTER INSERT ON "
+                       "kinesis2pg.checkpoints DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN "
+                       "(NEW.stream = '%s' AND cardinality(NEW.parent_shard_ids) > 0) EXECUTE "
+                       "FUNCTION public.k2p_test_slow_commit()",
+                       stream);
+            trigger = true;
+        }
+        kills += k2p_lt_i64(
+            &g, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE application_name = 'kinesis2pg' AND pid <> pg_backend_pid() AND "
+                "(query = 'COMMIT' OR query LIKE 'INSERT INTO kinesis2pg.checkpoints%%') AND "
+                "state = 'active' AND "
+                "query_start < clock_timestamp() - interval '200 ms'");
+    }
+    if (trigger)
+        k2p_lt_sql(&g, "DROP TRIGGER k2p_test_slow_commit ON kinesis2pg.checkpoints");
+    fprintf(stderr, "  %s: %lld planning COMMIT(s) cut\n", stream, (long long)kills);
+    if (!exited)
+        status = k2p_ft_reap(pid, 120000, log_path, "load across a split");
+    k2p_ft_expect_status(status, 0, log_path, "load across a split with its COMMIT cut");
+    if (kills == 0)
+        fail_msg("no planning COMMIT was cut: the test did not test anything");
+    assert_int_equal(k2p_ft_mock_stat(&mk, "reshards"), 1);
+    k2p_lt_assert_table(&g, "kinesis", stream, stream, &g_set, K2P_LT_JSON);
+    k2p_lt_assert_checkpoints(&g, stream, &g_set);
+    assert_int_equal(k2p_lt_i64(&g,
+                                "SELECT count(*) FROM kinesis2pg.checkpoints WHERE stream = '%s'",
+                                stream),
+                     4);
+    assert_int_equal(k2p_lt_load_ok(&g, "kinesis", stream, args), 0);
+    free(args);
+    k2p_ft_mock_stop(&mk);
+}
+
+static void test_split_commit_cut(void **state)
+{
+    static const char *const extra[] = {"--chunk-size", "500", NULL};
+    (void)state;
+    split_with_commit_cut("pg_commit_cut", extra);
+}
+
+static void test_static_worker_split_commit_cut(void **state)
+{
+    static const char *const extra[] = {"--chunk-size", "500", "--worker-count", "1", NULL};
+    (void)state;
+    split_with_commit_cut("pg_commit_cut_static", extra);
+}
+
+static void test_leases_split_commit_cut(void **state)
+{
+    static const char *const extra[] = {"--chunk-size", "500", "--leases", NULL};
+    (void)state;
+    split_with_commit_cut("pg_commit_cut_leases", extra);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_split_while_coordinator_session_is_cut),
         cmocka_unit_test(test_static_worker_split_while_session_is_cut),
+        cmocka_unit_test(test_split_commit_cut),
+        cmocka_unit_test(test_static_worker_split_commit_cut),
+        cmocka_unit_test(test_leases_split_commit_cut),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
